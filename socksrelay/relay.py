@@ -1,0 +1,178 @@
+# -*- test-case-name: tests.test_server -*-
+"""
+The relay: two connections spliced together with flow control both ways and
+half-close passed through.
+
+Each side is a L{RelayEnd}.  Once L{splice} has joined two ends, bytes read on
+one are written to the other, each transport is registered as the streaming
+producer of the other (so a slow reader pauses the fast writer instead of
+growing a buffer), an EOF on one side becomes a write shutdown on the other,
+and a connection that is lost tears down its peer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from zope.interface import implementer
+
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+
+
+def describeAddress(address: Any) -> str:
+    """
+    Format a Twisted address for logs: C{1.2.3.4:80}, C{[::1]:80}, or the
+    path of a UNIX socket.
+    """
+    from socksrelay.wire import normaliseAddress
+
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is not None and port is not None:
+        host = normaliseAddress(host)
+        if ":" in host:
+            return f"[{host}]:{port}"
+        return f"{host}:{port}"
+    name = getattr(address, "name", None)
+    if name is not None:
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "backslashreplace")
+        return f"unix:{name}"
+    return str(address)
+
+
+@implementer(IHalfCloseableProtocol)
+class RelayEnd(Protocol):
+    """
+    One side of a relay.
+
+    @ivar peer: the other side, once spliced.
+    @ivar bytesIn: bytes read from this side's transport and relayed.
+    @ivar onClose: called with (this end, reason) when the connection is lost.
+    @ivar closeTimeout: seconds a peer asked to close may take to flush its
+        buffer before it is aborted.
+    """
+
+    peer: "RelayEnd | None" = None
+    bytesIn = 0
+    closeTimeout = 30.0
+    onClose: Callable[["RelayEnd", Failure], None] | None = None
+    onEOF: Callable[["RelayEnd"], None] | None = None
+    reactor: Any = None
+
+    _readClosed = False
+    _writeClosed = False
+    _lost = False
+    _abortCall: IDelayedCall | None = None
+
+    def relayData(self, data: bytes) -> None:
+        """
+        Relay bytes read on this side to the peer.
+        """
+        self.bytesIn += len(data)
+        assert self.peer is not None
+        self.peer.transport.write(data)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.peer is not None:
+            self.relayData(data)
+
+    def readConnectionLost(self) -> None:
+        """
+        This side sent EOF: pass it on as a write shutdown of the peer, and
+        keep relaying the other direction.
+        """
+        self._readClosed = True
+        if self.onEOF is not None:
+            self.onEOF(self)
+        peer = self.peer
+        if peer is None or peer._lost:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        peer.shutdownWrite()
+        self._closeIfDone()
+
+    def writeConnectionLost(self) -> None:
+        self._writeClosed = True
+        self._closeIfDone()
+
+    def shutdownWrite(self) -> None:
+        """
+        Send EOF to this side once its buffer is flushed.
+        """
+        loseWrite = getattr(self.transport, "loseWriteConnection", None)
+        if loseWrite is None:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+        else:
+            loseWrite()
+
+    def _closeIfDone(self) -> None:
+        if self._readClosed and self._writeClosed:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def closeGently(self) -> None:
+        """
+        Close after flushing what is buffered; abort if that takes longer
+        than L{closeTimeout}.
+        """
+        if self._lost or self.transport is None:
+            return
+        self.transport.loseConnection()
+        if self._abortCall is None and self.reactor is not None:
+            self._abortCall = self.reactor.callLater(self.closeTimeout, self._abort)
+
+    def _abort(self) -> None:
+        self._abortCall = None
+        if not self._lost:
+            self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        self._lost = True
+        if self._abortCall is not None and self._abortCall.active():
+            self._abortCall.cancel()
+        self._abortCall = None
+        peer = self.peer
+        if peer is not None:
+            peer.closeGently()
+        if self.onClose is not None:
+            self.onClose(self, reason)
+
+
+class OutboundProtocol(RelayEnd):
+    """
+    The connection from the proxy to the destination.
+    """
+
+
+class OutboundFactory(Factory):
+    """
+    Builds the L{OutboundProtocol} for one outbound connection attempt.
+    """
+
+    noisy = False
+    protocol = OutboundProtocol
+
+    def __init__(self, reactor: Any, closeTimeout: float) -> None:
+        self.reactor = reactor
+        self.closeTimeout = closeTimeout
+
+    def buildProtocol(self, addr: Any) -> OutboundProtocol:
+        p = OutboundProtocol()
+        p.factory = self
+        p.reactor = self.reactor
+        p.closeTimeout = self.closeTimeout
+        return p
+
+
+def splice(a: RelayEnd, b: RelayEnd) -> None:
+    """
+    Join two connected ends: each becomes the other's peer, and each
+    transport the streaming producer of the other, so that a full write
+    buffer on one side pauses reading on the other.
+    """
+    a.peer = b
+    b.peer = a
+    a.transport.registerProducer(b.transport, True)  # type: ignore[union-attr]
+    b.transport.registerProducer(a.transport, True)  # type: ignore[union-attr]

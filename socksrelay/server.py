@@ -1,0 +1,428 @@
+# -*- test-case-name: tests.test_server -*-
+"""
+The SOCKS5 server protocol and its factory.
+
+The protocol is thin: bytes go to the L{socksrelay.wire} codec, events come
+back, and this module turns them into cred logins, outbound connections,
+replies and, once connected, a L{socksrelay.relay} splice.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any, Callable
+
+from twisted.cred.credentials import Anonymous
+from twisted.cred.credentials import UsernamePassword as CredUsernamePassword
+from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
+from twisted.cred.portal import Portal
+from twisted.internet import error
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+)
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from socksrelay.auth import methodPreference
+from socksrelay.interfaces import ISOCKSUser
+from socksrelay.relay import OutboundFactory, OutboundProtocol, RelayEnd
+from socksrelay.relay import describeAddress, splice
+from socksrelay.session import Session
+from socksrelay.wire import (
+    NEED_DATA,
+    AuthMethod,
+    Command,
+    Greeting,
+    ProtocolError,
+    Reply,
+    Request,
+    SOCKS5ServerConnection,
+    UsernamePassword,
+    encodeReply,
+    selectMethod,
+)
+
+ConnectEndpointFactory = Callable[[str, int], IStreamClientEndpoint]
+
+
+def replyForFailure(reason: Failure) -> tuple[Reply, str]:
+    """
+    Map the failure of an outbound connection to an RFC 1928 reply code and
+    a short text for the log.
+    """
+    value = reason.value
+    if isinstance(value, error.ConnectionRefusedError):
+        return Reply.CONNECTION_REFUSED, "connection refused"
+    if isinstance(value, (error.DNSLookupError, error.UnknownHostError)):
+        return Reply.HOST_UNREACHABLE, f"name not resolved: {value}"
+    if isinstance(value, (error.TimeoutError, error.TCPTimedOutError)):
+        return Reply.TTL_EXPIRED, "connection timed out"
+    osError = getattr(value, "osError", None)
+    if isinstance(value, error.NoRouteError) or osError in (
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+    ):
+        return Reply.NETWORK_UNREACHABLE, "network unreachable"
+    if osError in (errno.EHOSTUNREACH, errno.EHOSTDOWN):
+        return Reply.HOST_UNREACHABLE, "host unreachable"
+    if osError == errno.ECONNREFUSED:
+        return Reply.CONNECTION_REFUSED, "connection refused"
+    if osError == errno.ETIMEDOUT:
+        return Reply.TTL_EXPIRED, "connection timed out"
+    if osError in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+        return Reply.ADDRESS_TYPE_NOT_SUPPORTED, f"address not usable: {value}"
+    return Reply.GENERAL_FAILURE, f"connect failed: {value}"
+
+
+class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
+    """
+    One client connection: the SOCKS5 handshake, then the client's side of
+    the relay.
+    """
+
+    factory: "SOCKS5ServerFactory"
+    _log = Logger(namespace="socksrelay.server")
+
+    _codec: SOCKS5ServerConnection
+    session: Session
+    avatar: Any = None
+    _logout: Callable[[], None] | None = None
+    _waiting = False
+    _ending = False
+    _connecting: Deferred[Any] | None = None
+    _connectTimer: Any = None
+    _connectTimedOut = False
+
+    def callLater(self, period: float, func: Callable[[], None]) -> Any:
+        """
+        Route L{TimeoutMixin}'s timer through the factory's reactor.
+        """
+        return self.factory.reactor.callLater(period, func)
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.reactor = factory.reactor
+        self.closeTimeout = factory.closeTimeout
+        self.onClose = self._sideClosed
+        self.onEOF = self._sideEOF
+        self._codec = SOCKS5ServerConnection()
+        self.session = Session(
+            reactor=factory.reactor,
+            client=describeAddress(self.transport.getPeer()),  # type: ignore[union-attr]
+            listener=describeAddress(self.transport.getHost()),  # type: ignore[union-attr]
+        )
+        self.session.clientEnd = self
+        self.setTimeout(factory.handshakeTimeout)
+
+    # -- handshake ---------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.peer is not None:
+            self.relayData(data)
+            return
+        if self._ending:
+            return
+        try:
+            self._codec.receiveData(data)
+            self._processEvents()
+        except ProtocolError as e:
+            self._refuse(e)
+
+    def _processEvents(self) -> None:
+        while not (self._waiting or self._ending):
+            event = self._codec.nextEvent()
+            if event is NEED_DATA:
+                return
+            if isinstance(event, Greeting):
+                self._greeting(event)
+            elif isinstance(event, UsernamePassword):
+                self._authenticate(event)
+            elif isinstance(event, Request):
+                self._request(event)
+
+    def _refuse(self, e: ProtocolError) -> None:
+        if e.response:
+            self.transport.write(e.response)  # type: ignore[union-attr]
+        if e.reply is not None:
+            self.session.reply = int(e.reply)
+        self._end(f"protocol error: {e.message}")
+
+    def _end(self, reason: str) -> None:
+        """
+        Close the client connection (after flushing what was written) and
+        record why.
+        """
+        self._ending = True
+        self.setTimeout(None)
+        self.session.noteClose(reason)
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def timeoutConnection(self) -> None:
+        self._end(f"handshake timeout in {self._codec.state}")
+
+    def _greeting(self, greeting: Greeting) -> None:
+        method = selectMethod(greeting.methods, self.factory.methods)
+        self.session.method = method.name
+        self.transport.write(self._codec.chooseMethod(method))  # type: ignore[union-attr]
+        if method == AuthMethod.NO_ACCEPTABLE_METHODS:
+            offered = ",".join(f"0x{m:02x}" for m in greeting.methods)
+            self._end(f"no acceptable authentication method (offered {offered})")
+        elif method == AuthMethod.NO_AUTHENTICATION and self.factory.portal:
+            self._wait(
+                self.factory.portal.login(Anonymous(), None, ISOCKSUser),
+                self._cbLogin,
+                self._ebAnonymousLogin,
+            )
+
+    def _wait(
+        self,
+        d: Deferred[Any],
+        callback: Callable[[Any], None],
+        errback: Callable[[Failure], None],
+    ) -> None:
+        """
+        Stop reading from the client until C{d} fires, then go on parsing.
+        """
+        self._waiting = True
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+        inCall = True
+
+        def done(result: Any) -> None:
+            self._waiting = False
+            if self._ending or self._lost:
+                return
+            if isinstance(result, Failure):
+                errback(result)
+            else:
+                callback(result)
+            if self._ending or self._lost or self._waiting:
+                return
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+            if inCall:
+                # Fired at once: the caller's loop goes on parsing.
+                return
+            try:
+                self._processEvents()
+            except ProtocolError as e:
+                self._refuse(e)
+
+        d.addBoth(done)
+        inCall = False
+
+    def _authenticate(self, event: UsernamePassword) -> None:
+        name = event.username.decode("utf-8", "backslashreplace")
+        self.session.user = name
+        if not event.username:
+            self.transport.write(self._codec.authResult(False))  # type: ignore[union-attr]
+            self._end("authentication failed: empty user name")
+            return
+        assert self.factory.portal is not None
+        credentials = CredUsernamePassword(event.username, event.password)
+        self._wait(
+            self.factory.portal.login(credentials, None, ISOCKSUser),
+            self._cbAuthenticated,
+            self._ebAuthenticated,
+        )
+
+    def _cbLogin(self, result: tuple[Any, Any, Callable[[], None]]) -> None:
+        _interface, self.avatar, self._logout = result
+        username = getattr(self.avatar, "username", None)
+        if username is not None:
+            self.session.user = username
+
+    def _cbAuthenticated(self, result: tuple[Any, Any, Callable[[], None]]) -> None:
+        self._cbLogin(result)
+        self.transport.write(self._codec.authResult(True))  # type: ignore[union-attr]
+
+    def _ebAuthenticated(self, reason: Failure) -> None:
+        self.transport.write(self._codec.authResult(False))  # type: ignore[union-attr]
+        if not reason.check(UnauthorizedLogin, UnhandledCredentials):
+            self._log.failure(
+                "credential checker failed for user {user}",
+                failure=reason,
+                user=self.session.user,
+            )
+        self._end("authentication failed")
+
+    def _ebAnonymousLogin(self, reason: Failure) -> None:
+        if not reason.check(UnauthorizedLogin, UnhandledCredentials):
+            self._log.failure("anonymous login failed", failure=reason)
+        self._end("anonymous access refused")
+
+    # -- the request -------------------------------------------------------
+
+    def _request(self, request: Request) -> None:
+        self.setTimeout(None)
+        self.session.command = request.command.name
+        self.session.destination = _formatDestination(request.host, request.port)
+        if request.command is not Command.CONNECT:
+            self._replyAndEnd(
+                Reply.COMMAND_NOT_SUPPORTED,
+                f"command {request.command.name} not supported",
+            )
+            return
+        self._connect(request.host, request.port)
+
+    def _replyAndEnd(self, reply: Reply, reason: str) -> None:
+        self.session.reply = int(reply)
+        self.transport.write(encodeReply(reply))  # type: ignore[union-attr]
+        self._end(reason)
+
+    def _connect(self, host: str, port: int) -> None:
+        self._waiting = True
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+        factory = self.factory
+        try:
+            endpoint = factory.connectEndpoint(host, port)
+            d = endpoint.connect(OutboundFactory(factory.reactor, factory.closeTimeout))
+        except Exception:
+            d = Deferred()
+            d.errback()
+        self._connecting = d
+        self._connectTimer = factory.reactor.callLater(
+            factory.connectTimeout, self._connectTimeout
+        )
+        d.addCallbacks(self._cbConnected, self._ebConnected)
+
+    def _connectTimeout(self) -> None:
+        self._connectTimer = None
+        self._connectTimedOut = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+
+    def _stopConnectTimer(self) -> None:
+        self._connecting = None
+        if self._connectTimer is not None and self._connectTimer.active():
+            self._connectTimer.cancel()
+        self._connectTimer = None
+
+    def _cbConnected(self, outbound: OutboundProtocol) -> None:
+        self._stopConnectTimer()
+        self._waiting = False
+        if self._lost or self._ending:
+            outbound.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        local = outbound.transport.getHost()  # type: ignore[union-attr]
+        self.session.reply = int(Reply.SUCCEEDED)
+        self.session.bound = describeAddress(local)
+        self.session.resolved = describeAddress(
+            outbound.transport.getPeer()  # type: ignore[union-attr]
+        )
+        self.transport.write(  # type: ignore[union-attr]
+            encodeReply(Reply.SUCCEEDED, local.host, local.port)
+        )
+        outbound.onClose = self._sideClosed
+        outbound.onEOF = self._sideEOF
+        self.session.outbound = outbound
+        early = self._codec.leftover()
+        splice(self, outbound)
+        if early:
+            self.relayData(early)
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def _ebConnected(self, reason: Failure) -> None:
+        timedOut = self._connectTimedOut
+        self._stopConnectTimer()
+        self._waiting = False
+        if self._lost:
+            return
+        if timedOut:
+            reply, why = Reply.TTL_EXPIRED, "connection timed out"
+        elif reason.check(CancelledError, error.ConnectingCancelledError):
+            reply, why = Reply.GENERAL_FAILURE, "connection attempt cancelled"
+        else:
+            reply, why = replyForFailure(reason)
+        self._replyAndEnd(reply, why)
+
+    # -- the end -----------------------------------------------------------
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        self.setTimeout(None)
+        if self._connecting is not None:
+            d = self._connecting
+            self._stopConnectTimer()
+            d.cancel()
+        if self._logout is not None:
+            logout, self._logout = self._logout, None
+            logout()
+        RelayEnd.connectionLost(self, reason)
+
+    def _sideEOF(self, end: RelayEnd) -> None:
+        self.session.noteClose("client EOF" if end is self else "target EOF")
+
+    def _sideClosed(self, end: RelayEnd, reason: Failure) -> None:
+        self.session.sideClosed(end is self, reason)
+
+
+def _formatDestination(host: str, port: int) -> str:
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+class SOCKS5ServerFactory(Factory):
+    """
+    Builds L{SOCKS5ServerProtocol}s.
+
+    @param portal: a cred L{Portal} whose realm returns L{ISOCKSUser}
+        avatars, or C{None} to accept clients without authentication.
+    @param reactor: the reactor; the global one when C{None}.
+    @param nameResolver: an L{IHostnameResolver} for destination names, or
+        C{None} for the reactor's own.
+    @param connectEndpoint: a callable C{(host, port)} returning the
+        L{IStreamClientEndpoint} to reach a destination; by default a
+        L{HostnameEndpoint} (or a TCP endpoint for an IP address).
+    @param handshakeTimeout: seconds from accept until the request is in.
+    @param connectTimeout: seconds the outbound connection may take.
+    @param closeTimeout: seconds a closing side may take to flush.
+    """
+
+    protocol = SOCKS5ServerProtocol
+
+    def __init__(
+        self,
+        portal: Portal | None = None,
+        reactor: Any = None,
+        nameResolver: Any = None,
+        connectEndpoint: ConnectEndpointFactory | None = None,
+        handshakeTimeout: float = 30.0,
+        connectTimeout: float = 30.0,
+        closeTimeout: float = 30.0,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.reactor = reactor
+        self.portal = portal
+        self.methods = methodPreference(portal)
+        self.nameResolver = nameResolver
+        self.connectEndpoint = connectEndpoint or self.defaultEndpoint
+        self.handshakeTimeout = handshakeTimeout
+        self.connectTimeout = connectTimeout
+        self.closeTimeout = closeTimeout
+
+    def defaultEndpoint(self, host: str, port: int) -> IStreamClientEndpoint:
+        """
+        The endpoint for a destination: TCP for an IP address; otherwise a
+        L{HostnameEndpoint}, which resolves without blocking and tries every
+        address it gets.
+        """
+        timeout = self.connectTimeout
+        if isIPAddress(host):
+            return TCP4ClientEndpoint(self.reactor, host, port, timeout=timeout)
+        if isIPv6Address(host):
+            return TCP6ClientEndpoint(self.reactor, host, port, timeout=timeout)
+        reactor = self.reactor
+        if self.nameResolver is not None:
+            from socksrelay.resolve import ResolverReactor
+
+            reactor = ResolverReactor(reactor, self.nameResolver)
+        return HostnameEndpoint(reactor, host, port, timeout=timeout)

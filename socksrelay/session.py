@@ -1,0 +1,98 @@
+# -*- test-case-name: tests.test_server -*-
+"""
+What the proxy remembers of one client session, and the one log event it
+writes when the session ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.error import ConnectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+
+class Session:
+    """
+    The facts of one client session, filled in as it goes.
+
+    The end-of-session event is emitted once, when the client connection and
+    (if there was one) the outbound connection are both closed.
+    """
+
+    _log = Logger(namespace="socksrelay.session")
+
+    def __init__(self, reactor: Any, client: str, listener: str) -> None:
+        self._reactor = reactor
+        self.started = reactor.seconds()
+        self.client = client
+        self.listener = listener
+        self.protocol = "socks5"
+        self.method: str | None = None
+        self.user: str | None = None
+        self.command: str | None = None
+        self.destination: str | None = None
+        self.resolved: str | None = None
+        self.bound: str | None = None
+        self.reply: int | None = None
+        self.reason: str | None = None
+        self.clientEnd: Any = None
+        self.outbound: Any = None
+        self._clientGone = False
+        self._outboundGone = False
+        self._logged = False
+
+    def noteClose(self, reason: str) -> None:
+        """
+        Record why the session is ending, unless a reason is already known.
+        """
+        if self.reason is None:
+            self.reason = reason
+
+    def sideClosed(self, isClient: bool, reason: Failure) -> None:
+        """
+        One of the connections is closed; log the session once both are.
+        """
+        side = "client" if isClient else "target"
+        if reason.check(ConnectionDone):
+            self.noteClose(f"{side} closed")
+        else:
+            text = reason.getErrorMessage()
+            self.noteClose(f"{side} connection lost: {text}")
+        if isClient:
+            self._clientGone = True
+        else:
+            self._outboundGone = True
+        if self._clientGone and (self.outbound is None or self._outboundGone):
+            self.log()
+
+    def log(self) -> None:
+        """
+        Emit the end-of-session event (once).
+        """
+        if self._logged:
+            return
+        self._logged = True
+        bytesUp = self.clientEnd.bytesIn if self.clientEnd is not None else 0
+        bytesDown = self.outbound.bytesIn if self.outbound is not None else 0
+        self._log.info(
+            "session ended: client={client} user={user} command={command} "
+            "destination={destination} reply={replyText} up={bytesUp} "
+            "down={bytesDown} duration={duration:.3f}s reason={reason}",
+            client=self.client,
+            listener=self.listener,
+            protocol=self.protocol,
+            method=self.method,
+            user=self.user,
+            command=self.command,
+            destination=self.destination,
+            resolved=self.resolved,
+            bound=self.bound,
+            reply=self.reply,
+            replyText="-" if self.reply is None else f"0x{self.reply:02x}",
+            bytesUp=bytesUp,
+            bytesDown=bytesDown,
+            duration=self._reactor.seconds() - self.started,
+            reason=self.reason,
+        )

@@ -1,0 +1,234 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd socks5}: command-line options and the service they describe.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from zope.interface import implementer
+
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.cred import strcred
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.credentials import IAnonymous, IUsernamePassword
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python import usage
+
+from socksrelay.auth import SOCKSRealm
+from socksrelay.server import SOCKS5ServerFactory
+from socksrelay.wire import AuthMethod, normaliseAddress
+
+DEFAULT_PORT = "tcp:1080:interface=127.0.0.1"
+
+_log = Logger(namespace="socksrelay.tap")
+
+
+def _positiveFloat(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be a positive number of seconds")
+    return number
+
+
+def normalisePort(description: str) -> str:
+    """
+    Turn a bare port number into a TCP endpoint on 127.0.0.1; leave any other
+    endpoint description as it is.
+    """
+    description = description.strip()
+    if description.isdigit():
+        return f"tcp:{int(description)}:interface=127.0.0.1"
+    return description
+
+
+def parseNameServer(value: str) -> tuple[str, int]:
+    """
+    Parse C{HOST}, C{HOST:PORT}, C{[V6]:PORT} or a bare IPv6 address into
+    C{(host, port)}; the port defaults to 53.
+    """
+    value = value.strip()
+    host, port = value, 53
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        if rest:
+            port = int(rest.lstrip(":"))
+    elif value.count(":") == 1:
+        host, portText = value.split(":")
+        port = int(portText)
+    ipaddress.ip_address(host)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    return host, port
+
+
+class Options(usage.Options, strcred.AuthOptionMixin):
+    """
+    Options for C{twistd socks5}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "A SOCKS5 proxy server (RFC 1928) with username/password "
+        "authentication (RFC 1929) through twisted.cred. By default it "
+        "listens on 127.0.0.1 port 1080 and accepts clients without "
+        "authentication; use --auth to require credentials before listening "
+        "on a public address."
+    )
+    supportedInterfaces = (IUsernamePassword, IAnonymous)
+
+    optParameters = [
+        [
+            "handshake-timeout",
+            None,
+            30.0,
+            "Seconds a client has, from connecting, to finish the SOCKS "
+            "handshake (greeting, authentication and request).",
+            _positiveFloat,
+        ],
+        [
+            "connect-timeout",
+            None,
+            30.0,
+            "Seconds the outbound connection to a destination may take before "
+            "the client gets reply 0x06 (TTL expired).",
+            _positiveFloat,
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["ports"] = []
+        self["nameservers"] = []
+
+    def opt_port(self, description: str) -> None:
+        """Where to listen: a port number (on 127.0.0.1 only) or a Twisted endpoint description such as tcp:1080:interface=0.0.0.0, tcp6:1080:interface=\\:\\:, unix:/run/socks.sock, ssl:..., systemd:... or haproxy:tcp:1080. May be given more than once. Default: 1080."""  # noqa: E501
+        description = normalisePort(description)
+        try:
+            from twisted.internet.testing import MemoryReactor
+
+            serverFromString(MemoryReactor(), description)
+        except Exception as e:
+            raise usage.UsageError(f"Invalid --port {description!r}: {e}")
+        self["ports"].append(description)
+
+    opt_p = opt_port
+
+    def opt_nameserver(self, value: str) -> None:
+        """Resolve destination names through this DNS server (IP[:PORT], default port 53) instead of the system resolver. May be given more than once."""  # noqa: E501
+        try:
+            self["nameservers"].append(parseNameServer(value))
+        except ValueError as e:
+            raise usage.UsageError(f"Invalid --nameserver {value!r}: {e}")
+
+    def postOptions(self) -> None:
+        if not self["ports"]:
+            self["ports"] = [DEFAULT_PORT]
+        for checker in self.get("credCheckers", []):
+            _bytesInMemoryChecker(checker)
+
+
+def _bytesInMemoryChecker(checker: Any) -> None:
+    """
+    Twisted's C{memory:} plugin stores names and passwords as text, but
+    credentials from the wire are bytes (as L{FilePasswordDB} expects);
+    store them as UTF-8 bytes so that C{--auth memory:...} works.
+    """
+    if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
+        checker.users = {
+            (k.encode("utf-8") if isinstance(k, str) else k): (
+                v.encode("utf-8") if isinstance(v, str) else v
+            )
+            for k, v in checker.users.items()
+        }
+
+
+def _isLoopback(address: Any) -> bool:
+    host = getattr(address, "host", None)
+    if host is None:
+        # A UNIX socket, or something else not reachable from the network.
+        return getattr(address, "name", None) is not None
+    try:
+        return ipaddress.ip_address(normaliseAddress(host)).is_loopback
+    except ValueError:
+        return False
+
+
+@implementer(IStreamServerEndpoint)
+class AnnouncingEndpoint:
+    """
+    A server endpoint that logs where it listens once it does, and warns
+    when an open proxy listens on a non-loopback address.
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint, openProxy: bool) -> None:
+        self._endpoint = endpoint
+        self._openProxy = openProxy
+
+    def listen(self, protocolFactory: Any) -> Deferred[IListeningPort]:
+        def announce(port: IListeningPort) -> IListeningPort:
+            address = port.getHost()
+            host = getattr(address, "host", None)
+            if host is not None:
+                _log.info(
+                    "listening on {host} port {port} (SOCKS5)",
+                    host=normaliseAddress(host),
+                    port=address.port,  # type: ignore[attr-defined]
+                )
+            else:
+                _log.info("listening on {address} (SOCKS5)", address=address)
+            if self._openProxy and not _isLoopback(address):
+                _log.warn(
+                    "WARNING: OPEN PROXY. Listening on {address} without "
+                    "authentication: anyone who can reach this address can use "
+                    "this proxy. Use --auth, or listen on 127.0.0.1 only.",
+                    address=address,
+                )
+            return port
+
+        return self._endpoint.listen(protocolFactory).addCallback(announce)
+
+
+def makeFactory(config: Options, reactor: Any) -> SOCKS5ServerFactory:
+    """
+    Build the protocol factory that C{config} describes.
+    """
+    checkers = config.get("credCheckers", [])
+    portal = Portal(SOCKSRealm(), checkers) if checkers else None
+    nameResolver = None
+    if config["nameservers"]:
+        from socksrelay.resolve import NamesHostnameResolver
+
+        nameResolver = NamesHostnameResolver.forServers(config["nameservers"], reactor)
+    return SOCKS5ServerFactory(
+        portal=portal,
+        reactor=reactor,
+        nameResolver=nameResolver,
+        handshakeTimeout=config["handshake-timeout"],
+        connectTimeout=config["connect-timeout"],
+    )
+
+
+def makeService(config: Options, reactor: Any = None) -> service.MultiService:
+    """
+    Build the C{twistd socks5} service: one listening service per C{--port}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    factory = makeFactory(config, reactor)
+    openProxy = AuthMethod.NO_AUTHENTICATION in factory.methods
+    top = service.MultiService()
+    top.setName("socksrelay")
+    for description in config["ports"]:
+        endpoint = AnnouncingEndpoint(serverFromString(reactor, description), openProxy)
+        StreamServerEndpointService(endpoint, factory).setServiceParent(top)
+    return top

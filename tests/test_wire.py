@@ -1,0 +1,519 @@
+# -*- test-case-name: tests.test_wire -*-
+"""
+Tests for L{socksrelay.wire}, the sans-I/O server side of SOCKS5 (RFC 1928)
+and its username/password sub-negotiation (RFC 1929).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from socksrelay.wire import (
+    MAX_AUTH_REQUEST,
+    MAX_EARLY_DATA,
+    MAX_REQUEST,
+    NEED_DATA,
+    AddressType,
+    AuthMethod,
+    Command,
+    Greeting,
+    ProtocolError,
+    Reply,
+    Request,
+    SOCKS5ServerConnection,
+    UsernamePassword,
+    encodeAddress,
+    encodeReply,
+    selectMethod,
+)
+
+GREETING_NOAUTH = b"\x05\x01\x00"
+GREETING_USERPASS = b"\x05\x01\x02"
+AUTH = b"\x01\x04user\x06secret"
+# CONNECT 192.0.2.1:8080; the port is 0x1F90, big-endian.
+REQUEST_IPV4 = b"\x05\x01\x00\x01\xc0\x00\x02\x01\x1f\x90"
+REQUEST_IPV4_EVENT = Request(Command.CONNECT, AddressType.IPV4, "192.0.2.1", 8080)
+# Looks like the start of another SOCKS5 message, so it would be noticed if
+# the codec tried to parse it instead of keeping it.
+EARLY = b"\x05\x01\x00GET / HTTP/1.1\r\n\r\n"
+ZERO_ADDRESS = b"\x01\x00\x00\x00\x00\x00\x00"
+# Four 63-byte labels and three dots: the longest name ATYP 3 can carry.
+LONGEST_NAME = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 63])
+CAP = MAX_EARLY_DATA + MAX_AUTH_REQUEST + MAX_REQUEST
+
+
+def connectionAt(phase):
+    """
+    Return a L{SOCKS5ServerConnection} that expects the message of C{phase}:
+    C{"greeting"}, C{"auth"} or C{"request"}.
+    """
+    conn = SOCKS5ServerConnection()
+    if phase == "auth":
+        conn.receiveData(GREETING_USERPASS)
+        conn.nextEvent()
+        conn.chooseMethod(AuthMethod.USERNAME_PASSWORD)
+    elif phase == "request":
+        conn.receiveData(GREETING_NOAUTH)
+        conn.nextEvent()
+        conn.chooseMethod(AuthMethod.NO_AUTHENTICATION)
+    return conn
+
+
+def requestBytes(atypAndAddress, command=Command.CONNECT):
+    """
+    Return the bytes of a request: VER CMD RSV followed by C{atypAndAddress}.
+    """
+    return bytes([0x05, command, 0x00]) + atypAndAddress
+
+
+def tr(testCase, phase, data, expected):
+    """
+    Check that C{data}, the whole message for C{phase}, parses as C{expected}
+    when fed whole, one byte at a time, and followed by more bytes, which
+    must be kept intact for the next message or for
+    L{SOCKS5ServerConnection.leftover}.
+    """
+    # (a) Whole.
+    conn = connectionAt(phase)
+    conn.receiveData(data)
+    testCase.assertEqual(conn.nextEvent(), expected)
+    if phase == "request":
+        testCase.assertEqual(conn.leftover(), b"")
+    else:
+        testCase.assertIs(conn.nextEvent(), NEED_DATA)
+
+    # (b) One byte at a time.
+    conn = connectionAt(phase)
+    for i in range(len(data) - 1):
+        conn.receiveData(data[i : i + 1])
+        testCase.assertIs(conn.nextEvent(), NEED_DATA, f"after {i + 1} bytes")
+    conn.receiveData(data[-1:])
+    testCase.assertEqual(conn.nextEvent(), expected)
+
+    # (c) With trailing bytes: the next message, then early payload.
+    conn = connectionAt(phase)
+    trailing = EARLY if phase == "request" else REQUEST_IPV4 + EARLY
+    conn.receiveData(data + trailing)
+    testCase.assertEqual(conn.nextEvent(), expected)
+    if phase == "greeting":
+        testCase.assertEqual(conn.chooseMethod(AuthMethod.NO_AUTHENTICATION), b"\x05\x00")
+    elif phase == "auth":
+        testCase.assertEqual(conn.authResult(True), b"\x01\x00")
+    if phase != "request":
+        testCase.assertEqual(conn.nextEvent(), REQUEST_IPV4_EVENT)
+    testCase.assertEqual(conn.leftover(), EARLY)
+
+
+class FramingTests(SynchronousTestCase):
+    """
+    Every kind of message parses the same whole, byte by byte, and with
+    bytes after it.
+    """
+
+    def test_greeting(self):
+        """A one-method greeting yields a Greeting, however it is split."""
+        tr(self, "greeting", b"\x05\x01\x00", Greeting((0,)))
+
+    def test_greetingAllMethods(self):
+        """A greeting offering 255 methods yields all of them in order."""
+        methods = tuple(range(255))
+        tr(self, "greeting", b"\x05\xff" + bytes(methods), Greeting(methods))
+
+    def test_usernamePassword(self):
+        """An RFC 1929 request yields the username and password."""
+        tr(self, "auth", AUTH, UsernamePassword(b"user", b"secret"))
+
+    def test_emptyUsernameAndPassword(self):
+        """Zero-length username and password are parsed, not rejected."""
+        tr(self, "auth", b"\x01\x00\x00", UsernamePassword(b"", b""))
+
+    def test_longestUsernameAndPassword(self):
+        """A 255-byte username and a 255-byte password are parsed."""
+        user, password = b"u" * 255, b"p" * 254 + b"\xff"
+        data = b"\x01\xff" + user + b"\xff" + password
+        tr(self, "auth", data, UsernamePassword(user, password))
+
+    def test_requestIPv4(self):
+        """An IPv4 CONNECT yields the dotted address and big-endian port."""
+        tr(self, "request", REQUEST_IPV4, REQUEST_IPV4_EVENT)
+
+    def test_requestIPv6(self):
+        """An IPv6 request yields the address in compressed text form."""
+        data = requestBytes(b"\x04" + b"\x00" * 15 + b"\x01" + b"\x04\x38")
+        tr(self, "request", data, Request(Command.CONNECT, AddressType.IPV6, "::1", 1080))
+
+    def test_requestIPv4MappedIPv6(self):
+        """An IPv4-mapped IPv6 address comes out as plain IPv4 text."""
+        packed = ipaddress.IPv6Address("::ffff:127.0.0.1").packed
+        data = requestBytes(b"\x04" + packed + b"\x00\x50", Command.BIND)
+        expected = Request(Command.BIND, AddressType.IPV6, "127.0.0.1", 80)
+        tr(self, "request", data, expected)
+
+    def test_requestDomain(self):
+        """A domain-name request yields the name as text."""
+        data = requestBytes(b"\x03\x0bexample.com\x01\xbb", Command.UDP_ASSOCIATE)
+        expected = Request(Command.UDP_ASSOCIATE, AddressType.DOMAIN, "example.com", 443)
+        tr(self, "request", data, expected)
+
+    def test_requestLongestDomain(self):
+        """A 255-byte domain name is parsed."""
+        data = requestBytes(b"\x03\xff" + LONGEST_NAME.encode("ascii") + b"\xff\xff")
+        expected = Request(Command.CONNECT, AddressType.DOMAIN, LONGEST_NAME, 65535)
+        tr(self, "request", data, expected)
+
+
+class PipeliningTests(SynchronousTestCase):
+    """
+    A client may send the whole handshake, and its first payload, at once.
+    """
+
+    def test_wholeHandshakeInOneCall(self):
+        """Greeting, auth, request and payload in one call come out in order."""
+        conn = SOCKS5ServerConnection()
+        conn.receiveData(b"\x05\x02\x00\x02" + AUTH + REQUEST_IPV4 + EARLY)
+        self.assertEqual(conn.nextEvent(), Greeting((0, 2)))
+        self.assertEqual(conn.chooseMethod(AuthMethod.USERNAME_PASSWORD), b"\x05\x02")
+        self.assertEqual(conn.nextEvent(), UsernamePassword(b"user", b"secret"))
+        self.assertEqual(conn.authResult(True), b"\x01\x00")
+        self.assertEqual(conn.nextEvent(), REQUEST_IPV4_EVENT)
+        self.assertIs(conn.nextEvent(), NEED_DATA)
+        self.assertEqual(conn.leftover(), EARLY)
+
+    def test_leftoverForgets(self):
+        """leftover() returns bytes once, then only bytes received since."""
+        conn = connectionAt("request")
+        conn.receiveData(REQUEST_IPV4 + b"one")
+        conn.nextEvent()
+        self.assertEqual(conn.leftover(), b"one")
+        conn.receiveData(b"two")
+        self.assertEqual(conn.leftover(), b"two")
+
+
+class GreetingTests(SynchronousTestCase):
+    """
+    The version identifier / method selection message (RFC 1928 section 3).
+    """
+
+    def test_notSocks5(self):
+        """A first byte other than 0x05 is an error with nothing to answer."""
+        for first in (b"\x04", b"\x00", b"G"):
+            conn = SOCKS5ServerConnection()
+            conn.receiveData(first)
+            e = self.assertRaises(ProtocolError, conn.nextEvent)
+            self.assertEqual(e.response, b"")
+
+    def test_noMethods(self):
+        """NMETHODS of zero is an error answered with 05 FF."""
+        conn = SOCKS5ServerConnection()
+        conn.receiveData(b"\x05\x00")
+        e = self.assertRaises(ProtocolError, conn.nextEvent)
+        self.assertEqual(e.response, b"\x05\xff")
+
+    def test_methodsInClientOrder(self):
+        """The methods tuple keeps the client's order, unknown ones included."""
+        conn = SOCKS5ServerConnection()
+        conn.receiveData(b"\x05\x03\x02\x80\x00")
+        self.assertEqual(conn.nextEvent().methods, (0x02, 0x80, 0x00))
+
+
+class MethodSelectionTests(SynchronousTestCase):
+    """
+    L{selectMethod} and L{SOCKS5ServerConnection.chooseMethod}.
+    """
+
+    def test_serverPreferenceWins(self):
+        """Of the methods both sides know, the server's favourite is chosen."""
+        self.assertEqual(selectMethod([0x00, 0x02], [0x02, 0x00]), AuthMethod.USERNAME_PASSWORD)
+        self.assertEqual(selectMethod([0x02, 0x00], [0x00, 0x02]), AuthMethod.NO_AUTHENTICATION)
+
+    def test_neverUnofferedMethod(self):
+        """A method the client did not offer is skipped, even if preferred."""
+        self.assertEqual(selectMethod([0x00], [0x02, 0x00]), AuthMethod.NO_AUTHENTICATION)
+
+    def test_noAcceptableMethod(self):
+        """With no method in common the answer is 0xFF."""
+        self.assertEqual(selectMethod([0x01, 0x80], [0x02, 0x00]), 0xFF)
+        self.assertEqual(selectMethod([], [0x02, 0x00]), 0xFF)
+        self.assertEqual(selectMethod([0x00], []), 0xFF)
+
+    def test_chooseMethodBytes(self):
+        """chooseMethod returns VER METHOD for each method it implements."""
+        for method, expected in [(0x00, b"\x05\x00"), (0x02, b"\x05\x02"), (0xFF, b"\x05\xff")]:
+            conn = SOCKS5ServerConnection()
+            conn.receiveData(GREETING_NOAUTH)
+            conn.nextEvent()
+            self.assertEqual(conn.chooseMethod(method), expected)
+
+    def test_noAcceptableMethodCloses(self):
+        """After choosing 0xFF nothing more is parsed."""
+        conn = SOCKS5ServerConnection()
+        conn.receiveData(GREETING_NOAUTH + REQUEST_IPV4)
+        conn.nextEvent()
+        conn.chooseMethod(AuthMethod.NO_ACCEPTABLE_METHODS)
+        self.assertIs(conn.nextEvent(), NEED_DATA)
+
+
+class UsernamePasswordTests(SynchronousTestCase):
+    """
+    The RFC 1929 sub-negotiation.
+    """
+
+    def test_wrongVersion(self):
+        """A version byte of 0x05 is an error answered with 01 01."""
+        conn = connectionAt("auth")
+        conn.receiveData(b"\x05\x04user\x06secret")
+        e = self.assertRaises(ProtocolError, conn.nextEvent)
+        self.assertEqual(e.response, b"\x01\x01")
+
+    def test_authResultSuccess(self):
+        """A successful check answers 01 00 and moves on to the request."""
+        conn = connectionAt("auth")
+        conn.receiveData(AUTH + REQUEST_IPV4)
+        conn.nextEvent()
+        self.assertEqual(conn.authResult(True), b"\x01\x00")
+        self.assertEqual(conn.nextEvent(), REQUEST_IPV4_EVENT)
+
+    def test_authResultFailure(self):
+        """A failed check answers 01 01 and no request is parsed after it."""
+        conn = connectionAt("auth")
+        conn.receiveData(AUTH + REQUEST_IPV4)
+        conn.nextEvent()
+        self.assertEqual(conn.authResult(False), b"\x01\x01")
+        self.assertIs(conn.nextEvent(), NEED_DATA)
+
+    def test_passwordNotInRepr(self):
+        """The password never appears in the repr of the event."""
+        event = UsernamePassword(b"alice", b"hunter2-s3cret")
+        self.assertIn("alice", repr(event))
+        self.assertNotIn("hunter2", repr(event))
+        self.assertNotIn("s3cret", repr(event))
+
+
+class RequestTests(SynchronousTestCase):
+    """
+    The request (RFC 1928 sections 4 and 5) and its errors (section 6).
+    """
+
+    def assertRequestError(self, data, reply):
+        """
+        Assert that C{data} as a request raises a L{ProtocolError} carrying
+        the reply C{reply} with a zero address.
+        """
+        conn = connectionAt("request")
+        conn.receiveData(data)
+        e = self.assertRaises(ProtocolError, conn.nextEvent)
+        self.assertIs(e.reply, reply)
+        self.assertEqual(e.response, bytes([0x05, reply, 0x00]) + ZERO_ADDRESS)
+
+    def test_wrongVersion(self):
+        """A request version other than 5 is answered with REP 0x01."""
+        self.assertRequestError(b"\x04", Reply.GENERAL_FAILURE)
+        self.assertRequestError(b"\x04\x01\x00\x01\x7f\x00\x00\x01\x00\x50", Reply.GENERAL_FAILURE)
+
+    def test_unknownCommand(self):
+        """Commands other than 1, 2 and 3 are answered with REP 0x07."""
+        for command in (0x00, 0x04, 0xFF):
+            data = bytes([0x05, command, 0x00, 0x01]) + b"\x7f\x00\x00\x01\x00\x50"
+            self.assertRequestError(data, Reply.COMMAND_NOT_SUPPORTED)
+
+    def test_unknownCommandFullResponse(self):
+        """The reply to an unknown command is exactly 05 07 00 01 and zeros."""
+        conn = connectionAt("request")
+        conn.receiveData(b"\x05\x04\x00\x01")
+        e = self.assertRaises(ProtocolError, conn.nextEvent)
+        self.assertEqual(e.response, b"\x05\x07\x00\x01\x00\x00\x00\x00\x00\x00")
+        self.assertIs(e.reply, Reply.COMMAND_NOT_SUPPORTED)
+
+    def test_unknownAddressType(self):
+        """Address types other than 1, 3 and 4 are answered with REP 0x08."""
+        for atyp in (0x00, 0x02, 0x05):
+            self.assertRequestError(requestBytes(bytes([atyp])), Reply.ADDRESS_TYPE_NOT_SUPPORTED)
+
+    def test_emptyDomain(self):
+        """A zero-length domain name is answered with REP 0x04."""
+        self.assertRequestError(requestBytes(b"\x03\x00\x00\x50"), Reply.HOST_UNREACHABLE)
+
+    def test_nulInDomain(self):
+        """A domain name holding a NUL byte is answered with REP 0x04."""
+        data = requestBytes(b"\x03\x0cevil\x00.example\x00\x50")
+        self.assertRequestError(data, Reply.HOST_UNREACHABLE)
+
+    def test_invalidUtf8Domain(self):
+        """A domain name that is not UTF-8 is answered with REP 0x04."""
+        self.assertRequestError(requestBytes(b"\x03\x04ab\xff\xfe\x00\x50"), Reply.HOST_UNREACHABLE)
+
+    def test_utf8Domain(self):
+        """An unencoded international name is decoded as UTF-8."""
+        name = "bücher.de".encode("utf-8")
+        conn = connectionAt("request")
+        conn.receiveData(requestBytes(b"\x03" + bytes([len(name)]) + name + b"\x00\x50"))
+        self.assertEqual(conn.nextEvent().host, "bücher.de")
+
+    def test_portBigEndian(self):
+        """The port is read in network byte order: 1F 90 is 8080, not 36895."""
+        conn = connectionAt("request")
+        conn.receiveData(requestBytes(b"\x01\x0a\x00\x00\x01\x1f\x90"))
+        self.assertEqual(conn.nextEvent().port, 8080)
+
+    def test_errorClosesConnection(self):
+        """After a ProtocolError nothing more is parsed, even a valid request."""
+        conn = connectionAt("request")
+        conn.receiveData(b"\x05\x09\x00\x01")
+        self.assertRaises(ProtocolError, conn.nextEvent)
+        self.assertIs(conn.nextEvent(), NEED_DATA)
+        conn.receiveData(REQUEST_IPV4)
+        self.assertIs(conn.nextEvent(), NEED_DATA)
+        self.assertRaises(RuntimeError, conn.leftover)
+
+
+class EncodeTests(SynchronousTestCase):
+    """
+    L{encodeAddress} and L{encodeReply}.
+    """
+
+    def test_ipv4(self):
+        """An IPv4 address is ATYP 1, four bytes and a big-endian port."""
+        self.assertEqual(encodeAddress("192.0.2.1", 8080), b"\x01\xc0\x00\x02\x01\x1f\x90")
+
+    def test_ipv6(self):
+        """An IPv6 address is ATYP 4 and sixteen bytes."""
+        expected = b"\x04\x20\x01\x0d\xb8" + b"\x00" * 11 + b"\x01\x01\xbb"
+        self.assertEqual(encodeAddress("2001:db8::1", 443), expected)
+
+    def test_ipv4Mapped(self):
+        """An IPv4-mapped IPv6 address is sent as ATYP 1 with four bytes."""
+        self.assertEqual(encodeAddress("::ffff:127.0.0.1", 80), b"\x01\x7f\x00\x00\x01\x00\x50")
+
+    def test_scopeDropped(self):
+        """The scope of a link-local address is dropped."""
+        expected = b"\x04\xfe\x80" + b"\x00" * 13 + b"\x01\x00\x16"
+        self.assertEqual(encodeAddress("fe80::1%eth0", 22), expected)
+
+    def test_none(self):
+        """No address encodes as ATYP 1 with all-zero address and port."""
+        self.assertEqual(encodeAddress(None, 0), ZERO_ADDRESS)
+        self.assertEqual(encodeReply(Reply.NOT_ALLOWED), b"\x05\x02\x00" + ZERO_ADDRESS)
+
+    def test_name(self):
+        """A name is ATYP 3 with a length prefix."""
+        self.assertEqual(encodeAddress("example.com", 443), b"\x03\x0bexample.com\x01\xbb")
+
+    def test_longestName(self):
+        """A 255-byte name is encoded with length byte 0xFF."""
+        encoded = encodeAddress(LONGEST_NAME, 1)
+        self.assertEqual(encoded[:2], b"\x03\xff")
+        self.assertEqual(len(encoded), 2 + 255 + 2)
+
+    def test_nameTooLong(self):
+        """A name over 255 bytes (or of none) raises ValueError."""
+        tooLong = LONGEST_NAME[:-1] + ".b"
+        self.assertEqual(len(tooLong), 256)
+        e = self.assertRaises(ValueError, encodeAddress, tooLong, 1)
+        self.assertIn("256", str(e))
+        self.assertRaises(ValueError, encodeAddress, "", 1)
+
+    def test_reply(self):
+        """encodeReply is VER REP RSV followed by the encoded address."""
+        self.assertEqual(
+            encodeReply(Reply.CONNECTION_REFUSED, "10.0.0.1", 1080),
+            b"\x05\x05\x00\x01\x0a\x00\x00\x01\x04\x38",
+        )
+
+
+class SizeCapTests(SynchronousTestCase):
+    """
+    The handshake buffer has a hard cap.
+    """
+
+    def test_capAccepted(self):
+        """Exactly MAX_EARLY_DATA + MAX_AUTH_REQUEST + MAX_REQUEST bytes are accepted."""
+        conn = SOCKS5ServerConnection()
+        conn.receiveData(b"\x05\x01\x00" + b"x" * (CAP - 3))
+        self.assertEqual(conn.nextEvent(), Greeting((0,)))
+
+    def test_capExceededOneCall(self):
+        """One byte over the cap in a single call raises ProtocolError."""
+        conn = SOCKS5ServerConnection()
+        self.assertRaises(ProtocolError, conn.receiveData, b"x" * (CAP + 1))
+
+    def test_capExceededAcrossCalls(self):
+        """The cap counts bytes from several calls together."""
+        conn = SOCKS5ServerConnection()
+        conn.receiveData(b"x" * CAP)
+        self.assertRaises(ProtocolError, conn.receiveData, b"x")
+
+    def test_closedAfterCap(self):
+        """After the cap is hit, events stop and further data is ignored."""
+        conn = SOCKS5ServerConnection()
+        self.assertRaises(ProtocolError, conn.receiveData, GREETING_NOAUTH + b"x" * CAP)
+        self.assertIs(conn.nextEvent(), NEED_DATA)
+        conn.receiveData(b"x" * (CAP + 1))
+        self.assertIs(conn.nextEvent(), NEED_DATA)
+
+
+class OrderTests(SynchronousTestCase):
+    """
+    The server calling methods out of order is a RuntimeError.
+    """
+
+    def test_chooseMethodBeforeGreeting(self):
+        """chooseMethod before a Greeting was produced raises RuntimeError."""
+        conn = SOCKS5ServerConnection()
+        conn.receiveData(b"\x05\x01")
+        self.assertRaises(RuntimeError, conn.chooseMethod, AuthMethod.NO_AUTHENTICATION)
+
+    def test_chooseMethodTwice(self):
+        """chooseMethod a second time raises RuntimeError."""
+        conn = connectionAt("auth")
+        self.assertRaises(RuntimeError, conn.chooseMethod, AuthMethod.USERNAME_PASSWORD)
+
+    def test_chooseUnimplementedMethod(self):
+        """Choosing a method the codec cannot carry out raises RuntimeError."""
+        conn = SOCKS5ServerConnection()
+        conn.receiveData(b"\x05\x01\x01")
+        conn.nextEvent()
+        self.assertRaises(RuntimeError, conn.chooseMethod, AuthMethod.GSSAPI)
+
+    def test_authResultOutOfOrder(self):
+        """authResult before a UsernamePassword event raises RuntimeError."""
+        self.assertRaises(RuntimeError, SOCKS5ServerConnection().authResult, True)
+        self.assertRaises(RuntimeError, connectionAt("auth").authResult, True)
+        self.assertRaises(RuntimeError, connectionAt("request").authResult, True)
+
+    def test_leftoverBeforeRequest(self):
+        """leftover before the Request event raises RuntimeError."""
+        conn = connectionAt("request")
+        conn.receiveData(REQUEST_IPV4[:-1])
+        conn.nextEvent()
+        self.assertRaises(RuntimeError, conn.leftover)
+        self.assertRaises(RuntimeError, SOCKS5ServerConnection().leftover)
+
+
+class RoundTripTests(SynchronousTestCase):
+    """
+    What L{encodeAddress} writes, the request parser reads back.
+    """
+
+    def test_roundTrip(self):
+        """Parsing a request built with encodeAddress gives back host and port."""
+        table = [
+            ("0.0.0.0", 0),
+            ("192.0.2.1", 80),
+            ("255.255.255.255", 65535),
+            ("::1", 1080),
+            ("2001:db8::8:800:200c:417a", 443),
+            ("fe80::1", 256),
+            ("example.com", 8080),
+            ("xn--bcher-kva.de", 1),
+            ("bücher.de", 65534),
+            (LONGEST_NAME, 255),
+        ]
+        results = []
+        for host, port in table:
+            conn = connectionAt("request")
+            conn.receiveData(requestBytes(encodeAddress(host, port)))
+            event = conn.nextEvent()
+            results.append((event.host, event.port))
+        self.assertEqual(results, table)
