@@ -86,6 +86,11 @@ MAX_REQUEST = 4 + 1 + 255 + 2
 MAX_EARLY_DATA = 256 * 1024
 
 
+#: The most the handshake buffer may ever hold: every message at its largest,
+#: plus the early data.
+MAX_HANDSHAKE_BUFFER = MAX_GREETING + MAX_AUTH_REQUEST + MAX_REQUEST + MAX_EARLY_DATA
+
+
 class _NeedData:
     """
     The type of L{NEED_DATA}.
@@ -198,7 +203,9 @@ def encodeAddress(host: str | None, port: int) -> bytes:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        name = host.encode("idna") if host.isascii() else host.encode("utf-8")
+        # Sent as given (UTF-8, which is ASCII for the usual punycode
+        # names), the same way the parser reads names.
+        name = host.encode("utf-8")
         if not 0 < len(name) <= 255:
             raise ValueError(f"name of {len(name)} bytes cannot be encoded")
         return (
@@ -289,7 +296,7 @@ class SOCKS5ServerConnection:
         if self._state is _State.CLOSED:
             return
         self._buffer += data
-        if len(self._buffer) > MAX_EARLY_DATA + MAX_AUTH_REQUEST + MAX_REQUEST:
+        if len(self._buffer) > MAX_HANDSHAKE_BUFFER:
             self._state = _State.CLOSED
             raise ProtocolError("too much data before the request was answered")
 

@@ -11,22 +11,10 @@ import ipaddress
 from twisted.trial.unittest import SynchronousTestCase
 
 from socksrelay.wire import (
-    MAX_AUTH_REQUEST,
-    MAX_EARLY_DATA,
-    MAX_REQUEST,
-    NEED_DATA,
-    AddressType,
-    AuthMethod,
-    Command,
-    Greeting,
-    ProtocolError,
-    Reply,
-    Request,
-    SOCKS5ServerConnection,
-    UsernamePassword,
-    encodeAddress,
-    encodeReply,
-    selectMethod,
+    MAX_HANDSHAKE_BUFFER, NEED_DATA, AddressType,
+    AuthMethod, Command, Greeting, ProtocolError, Reply, Request,
+    SOCKS5ServerConnection, UsernamePassword, encodeAddress, encodeReply,
+    normaliseAddress, selectMethod,
 )
 
 GREETING_NOAUTH = b"\x05\x01\x00"
@@ -41,14 +29,16 @@ EARLY = b"\x05\x01\x00GET / HTTP/1.1\r\n\r\n"
 ZERO_ADDRESS = b"\x01\x00\x00\x00\x00\x00\x00"
 # Four 63-byte labels and three dots: the longest name ATYP 3 can carry.
 LONGEST_NAME = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 63])
-CAP = MAX_EARLY_DATA + MAX_AUTH_REQUEST + MAX_REQUEST
+# Whole error replies: VER REP RSV, then ATYP 1 with a zero address and port.
+REP_01 = b"\x05\x01\x00\x01\x00\x00\x00\x00\x00\x00"
+REP_04 = b"\x05\x04\x00\x01\x00\x00\x00\x00\x00\x00"
+REP_07 = b"\x05\x07\x00\x01\x00\x00\x00\x00\x00\x00"
+REP_08 = b"\x05\x08\x00\x01\x00\x00\x00\x00\x00\x00"
+CAP = MAX_HANDSHAKE_BUFFER
 
 
 def connectionAt(phase):
-    """
-    Return a L{SOCKS5ServerConnection} that expects the message of C{phase}:
-    C{"greeting"}, C{"auth"} or C{"request"}.
-    """
+    """Return a connection expecting the C{"greeting"}, C{"auth"} or C{"request"}."""
     conn = SOCKS5ServerConnection()
     if phase == "auth":
         conn.receiveData(GREETING_USERPASS)
@@ -62,18 +52,14 @@ def connectionAt(phase):
 
 
 def requestBytes(atypAndAddress, command=Command.CONNECT):
-    """
-    Return the bytes of a request: VER CMD RSV followed by C{atypAndAddress}.
-    """
+    """Return the bytes of a request: VER CMD RSV followed by C{atypAndAddress}."""
     return bytes([0x05, command, 0x00]) + atypAndAddress
 
 
 def tr(testCase, phase, data, expected):
     """
-    Check that C{data}, the whole message for C{phase}, parses as C{expected}
-    when fed whole, one byte at a time, and followed by more bytes, which
-    must be kept intact for the next message or for
-    L{SOCKS5ServerConnection.leftover}.
+    Check that C{data}, the message for C{phase}, parses as C{expected} fed
+    whole, byte by byte, and followed by bytes that must be kept intact.
     """
     # (a) Whole.
     conn = connectionAt(phase)
@@ -107,10 +93,7 @@ def tr(testCase, phase, data, expected):
 
 
 class FramingTests(SynchronousTestCase):
-    """
-    Every kind of message parses the same whole, byte by byte, and with
-    bytes after it.
-    """
+    """Every kind of message parses whole, byte by byte, and with bytes after it."""
 
     def test_greeting(self):
         """A one-method greeting yields a Greeting, however it is split."""
@@ -165,9 +148,7 @@ class FramingTests(SynchronousTestCase):
 
 
 class PipeliningTests(SynchronousTestCase):
-    """
-    A client may send the whole handshake, and its first payload, at once.
-    """
+    """A client may send the whole handshake, and its first payload, at once."""
 
     def test_wholeHandshakeInOneCall(self):
         """Greeting, auth, request and payload in one call come out in order."""
@@ -192,9 +173,7 @@ class PipeliningTests(SynchronousTestCase):
 
 
 class GreetingTests(SynchronousTestCase):
-    """
-    The version identifier / method selection message (RFC 1928 section 3).
-    """
+    """The version identifier / method selection message (RFC 1928 section 3)."""
 
     def test_notSocks5(self):
         """A first byte other than 0x05 is an error with nothing to answer."""
@@ -219,9 +198,7 @@ class GreetingTests(SynchronousTestCase):
 
 
 class MethodSelectionTests(SynchronousTestCase):
-    """
-    L{selectMethod} and L{SOCKS5ServerConnection.chooseMethod}.
-    """
+    """L{selectMethod} and L{SOCKS5ServerConnection.chooseMethod}."""
 
     def test_serverPreferenceWins(self):
         """Of the methods both sides know, the server's favourite is chosen."""
@@ -240,25 +217,24 @@ class MethodSelectionTests(SynchronousTestCase):
 
     def test_chooseMethodBytes(self):
         """chooseMethod returns VER METHOD for each method it implements."""
-        for method, expected in [(0x00, b"\x05\x00"), (0x02, b"\x05\x02"), (0xFF, b"\x05\xff")]:
+        for method, expected in [(0, b"\x05\x00"), (2, b"\x05\x02"), (0xFF, b"\x05\xff")]:
             conn = SOCKS5ServerConnection()
             conn.receiveData(GREETING_NOAUTH)
             conn.nextEvent()
             self.assertEqual(conn.chooseMethod(method), expected)
 
     def test_noAcceptableMethodCloses(self):
-        """After choosing 0xFF nothing more is parsed."""
+        """After choosing 0xFF nothing more is parsed and no method can follow."""
         conn = SOCKS5ServerConnection()
         conn.receiveData(GREETING_NOAUTH + REQUEST_IPV4)
         conn.nextEvent()
         conn.chooseMethod(AuthMethod.NO_ACCEPTABLE_METHODS)
         self.assertIs(conn.nextEvent(), NEED_DATA)
+        self.assertRaises(RuntimeError, conn.chooseMethod, AuthMethod.NO_AUTHENTICATION)
 
 
 class UsernamePasswordTests(SynchronousTestCase):
-    """
-    The RFC 1929 sub-negotiation.
-    """
+    """The RFC 1929 sub-negotiation."""
 
     def test_wrongVersion(self):
         """A version byte of 0x05 is an error answered with 01 01."""
@@ -284,65 +260,59 @@ class UsernamePasswordTests(SynchronousTestCase):
         self.assertIs(conn.nextEvent(), NEED_DATA)
 
     def test_passwordNotInRepr(self):
-        """The password never appears in the repr of the event."""
-        event = UsernamePassword(b"alice", b"hunter2-s3cret")
+        """The password never appears in the repr of the parsed event."""
+        conn = connectionAt("auth")
+        conn.receiveData(b"\x01\x05alice\x0ehunter2-s3cret")
+        event = conn.nextEvent()
+        self.assertEqual(event.password, b"hunter2-s3cret")
         self.assertIn("alice", repr(event))
         self.assertNotIn("hunter2", repr(event))
         self.assertNotIn("s3cret", repr(event))
 
 
 class RequestTests(SynchronousTestCase):
-    """
-    The request (RFC 1928 sections 4 and 5) and its errors (section 6).
-    """
+    """The request (RFC 1928 sections 4 and 5) and its errors (section 6)."""
 
-    def assertRequestError(self, data, reply):
-        """
-        Assert that C{data} as a request raises a L{ProtocolError} carrying
-        the reply C{reply} with a zero address.
-        """
+    def assertRequestError(self, data, reply, response):
+        """Assert that request C{data} raises ProtocolError with C{reply}, C{response}."""
         conn = connectionAt("request")
         conn.receiveData(data)
         e = self.assertRaises(ProtocolError, conn.nextEvent)
         self.assertIs(e.reply, reply)
-        self.assertEqual(e.response, bytes([0x05, reply, 0x00]) + ZERO_ADDRESS)
+        self.assertEqual(e.response, response)
 
     def test_wrongVersion(self):
         """A request version other than 5 is answered with REP 0x01."""
-        self.assertRequestError(b"\x04", Reply.GENERAL_FAILURE)
-        self.assertRequestError(b"\x04\x01\x00\x01\x7f\x00\x00\x01\x00\x50", Reply.GENERAL_FAILURE)
+        self.assertRequestError(b"\x04", Reply.GENERAL_FAILURE, REP_01)
+        data = b"\x04\x01\x00\x01\x7f\x00\x00\x01\x00\x50"
+        self.assertRequestError(data, Reply.GENERAL_FAILURE, REP_01)
 
     def test_unknownCommand(self):
         """Commands other than 1, 2 and 3 are answered with REP 0x07."""
         for command in (0x00, 0x04, 0xFF):
             data = bytes([0x05, command, 0x00, 0x01]) + b"\x7f\x00\x00\x01\x00\x50"
-            self.assertRequestError(data, Reply.COMMAND_NOT_SUPPORTED)
-
-    def test_unknownCommandFullResponse(self):
-        """The reply to an unknown command is exactly 05 07 00 01 and zeros."""
-        conn = connectionAt("request")
-        conn.receiveData(b"\x05\x04\x00\x01")
-        e = self.assertRaises(ProtocolError, conn.nextEvent)
-        self.assertEqual(e.response, b"\x05\x07\x00\x01\x00\x00\x00\x00\x00\x00")
-        self.assertIs(e.reply, Reply.COMMAND_NOT_SUPPORTED)
+            self.assertRequestError(data, Reply.COMMAND_NOT_SUPPORTED, REP_07)
 
     def test_unknownAddressType(self):
         """Address types other than 1, 3 and 4 are answered with REP 0x08."""
         for atyp in (0x00, 0x02, 0x05):
-            self.assertRequestError(requestBytes(bytes([atyp])), Reply.ADDRESS_TYPE_NOT_SUPPORTED)
+            data = requestBytes(bytes([atyp]) + b"\x7f\x00\x00\x01\x00\x50")
+            self.assertRequestError(data, Reply.ADDRESS_TYPE_NOT_SUPPORTED, REP_08)
 
     def test_emptyDomain(self):
         """A zero-length domain name is answered with REP 0x04."""
-        self.assertRequestError(requestBytes(b"\x03\x00\x00\x50"), Reply.HOST_UNREACHABLE)
+        data = requestBytes(b"\x03\x00\x00\x50")
+        self.assertRequestError(data, Reply.HOST_UNREACHABLE, REP_04)
 
     def test_nulInDomain(self):
         """A domain name holding a NUL byte is answered with REP 0x04."""
-        data = requestBytes(b"\x03\x0cevil\x00.example\x00\x50")
-        self.assertRequestError(data, Reply.HOST_UNREACHABLE)
+        data = requestBytes(b"\x03\x0devil\x00.example\x00\x50")
+        self.assertRequestError(data, Reply.HOST_UNREACHABLE, REP_04)
 
     def test_invalidUtf8Domain(self):
         """A domain name that is not UTF-8 is answered with REP 0x04."""
-        self.assertRequestError(requestBytes(b"\x03\x04ab\xff\xfe\x00\x50"), Reply.HOST_UNREACHABLE)
+        data = requestBytes(b"\x03\x04ab\xff\xfe\x00\x50")
+        self.assertRequestError(data, Reply.HOST_UNREACHABLE, REP_04)
 
     def test_utf8Domain(self):
         """An unencoded international name is decoded as UTF-8."""
@@ -369,9 +339,7 @@ class RequestTests(SynchronousTestCase):
 
 
 class EncodeTests(SynchronousTestCase):
-    """
-    L{encodeAddress} and L{encodeReply}.
-    """
+    """L{encodeAddress} and L{encodeReply}."""
 
     def test_ipv4(self):
         """An IPv4 address is ATYP 1, four bytes and a big-endian port."""
@@ -390,6 +358,13 @@ class EncodeTests(SynchronousTestCase):
         """The scope of a link-local address is dropped."""
         expected = b"\x04\xfe\x80" + b"\x00" * 13 + b"\x01\x00\x16"
         self.assertEqual(encodeAddress("fe80::1%eth0", 22), expected)
+
+    def test_normaliseAddress(self):
+        """normaliseAddress unmaps IPv4, drops scopes and leaves names alone."""
+        self.assertEqual(normaliseAddress("::ffff:10.1.2.3"), "10.1.2.3")
+        self.assertEqual(normaliseAddress("fe80::1%eth0"), "fe80::1")
+        self.assertEqual(normaliseAddress("2001:DB8:0::1"), "2001:db8::1")
+        self.assertEqual(normaliseAddress("Example.COM"), "Example.COM")
 
     def test_none(self):
         """No address encodes as ATYP 1 with all-zero address and port."""
@@ -411,24 +386,20 @@ class EncodeTests(SynchronousTestCase):
         tooLong = LONGEST_NAME[:-1] + ".b"
         self.assertEqual(len(tooLong), 256)
         e = self.assertRaises(ValueError, encodeAddress, tooLong, 1)
-        self.assertIn("256", str(e))
+        self.assertIn("256 bytes", str(e))
         self.assertRaises(ValueError, encodeAddress, "", 1)
 
     def test_reply(self):
         """encodeReply is VER REP RSV followed by the encoded address."""
-        self.assertEqual(
-            encodeReply(Reply.CONNECTION_REFUSED, "10.0.0.1", 1080),
-            b"\x05\x05\x00\x01\x0a\x00\x00\x01\x04\x38",
-        )
+        expected = b"\x05\x05\x00\x01\x0a\x00\x00\x01\x04\x38"
+        self.assertEqual(encodeReply(Reply.CONNECTION_REFUSED, "10.0.0.1", 1080), expected)
 
 
 class SizeCapTests(SynchronousTestCase):
-    """
-    The handshake buffer has a hard cap.
-    """
+    """The handshake buffer has a hard cap."""
 
     def test_capAccepted(self):
-        """Exactly MAX_EARLY_DATA + MAX_AUTH_REQUEST + MAX_REQUEST bytes are accepted."""
+        """Exactly MAX_HANDSHAKE_BUFFER bytes are kept."""
         conn = SOCKS5ServerConnection()
         conn.receiveData(b"\x05\x01\x00" + b"x" * (CAP - 3))
         self.assertEqual(conn.nextEvent(), Greeting((0,)))
@@ -454,9 +425,7 @@ class SizeCapTests(SynchronousTestCase):
 
 
 class OrderTests(SynchronousTestCase):
-    """
-    The server calling methods out of order is a RuntimeError.
-    """
+    """The server calling methods out of order is a RuntimeError."""
 
     def test_chooseMethodBeforeGreeting(self):
         """chooseMethod before a Greeting was produced raises RuntimeError."""
@@ -492,22 +461,14 @@ class OrderTests(SynchronousTestCase):
 
 
 class RoundTripTests(SynchronousTestCase):
-    """
-    What L{encodeAddress} writes, the request parser reads back.
-    """
+    """What L{encodeAddress} writes, the request parser reads back."""
 
     def test_roundTrip(self):
         """Parsing a request built with encodeAddress gives back host and port."""
         table = [
-            ("0.0.0.0", 0),
-            ("192.0.2.1", 80),
-            ("255.255.255.255", 65535),
-            ("::1", 1080),
-            ("2001:db8::8:800:200c:417a", 443),
-            ("fe80::1", 256),
-            ("example.com", 8080),
-            ("xn--bcher-kva.de", 1),
-            ("bücher.de", 65534),
+            ("0.0.0.0", 0), ("192.0.2.1", 80), ("255.255.255.255", 65535),
+            ("::1", 1080), ("2001:db8::8:800:200c:417a", 443), ("fe80::1", 256),
+            ("example.com", 8080), ("xn--bcher-kva.de", 1), ("bücher.de", 65534),
             (LONGEST_NAME, 255),
         ]
         results = []
