@@ -20,8 +20,6 @@ from twisted.internet.defer import DeferredList
 from twisted.internet.interfaces import (
     IHostnameResolver,
     IHostResolution,
-    IIPv4Address,
-    IIPv6Address,
     IReactorPluggableNameResolver,
     IResolutionReceiver,
 )
@@ -92,9 +90,9 @@ class NamesHostnameResolver:
         resolutionReceiver.resolutionBegan(resolution)
         kind = "UDP" if transportSemantics == "UDP" else "TCP"
         lookups = []
-        if addressTypes is None or IIPv4Address in addressTypes:
+        if addressTypes is None or IPv4Address in addressTypes:
             lookups.append(self._resolver.lookupAddress(hostName))
-        if addressTypes is None or IIPv6Address in addressTypes:
+        if addressTypes is None or IPv6Address in addressTypes:
             lookups.append(self._resolver.lookupIPV6Address(hostName))
 
         def deliver(results: list[tuple[bool, Any]]) -> None:

@@ -78,7 +78,8 @@ class Session:
         bytesDown = self.outbound.bytesIn if self.outbound is not None else 0
         self._log.info(
             "session ended: client={client} user={user} command={command} "
-            "destination={destination} reply={replyText} up={bytesUp} "
+            "destination={destination} resolved={resolved} reply={replyText} "
+            "up={bytesUp} "
             "down={bytesDown} duration={duration:.3f}s reason={reason}",
             client=self.client,
             listener=self.listener,

@@ -275,14 +275,14 @@ def abortSocket(sock: socket.socket) -> None:
 # --------------------------------------------------------------------------
 
 
-class ProxyProcess:
+class TwistdProcess:
     """
-    A C{twistd -n socks5} child process listening on an ephemeral loopback
-    port.
+    A C{twistd -n PLUGIN ...} child process, its output collected line by
+    line; the constructor returns once a line matches C{readyRegex}.
 
-    @ivar port: the port the server reported it listens on.
     @ivar lines: every line it wrote to stdout or stderr so far (decoded,
         without line endings); appended to by a reader thread.
+    @ivar ready: the match of C{readyRegex}.
     """
 
     STARTUP_TIMEOUT = 20.0
@@ -290,37 +290,30 @@ class ProxyProcess:
 
     def __init__(
         self,
-        extraArgs: Sequence[str] = (),
+        pluginArgs: Sequence[str],
+        readyRegex: "re.Pattern[str] | str",
         startupTimeout: float = STARTUP_TIMEOUT,
+        env: dict[str, str] | None = None,
+        pythonPath: Sequence[str] = (),
     ) -> None:
-        self.extraArgs = list(extraArgs)
-        self.host = LOOPBACK_V4
         self.port: int | None = None
         self.lines: list[str] = []
         self.returncode: int | None = None
         self.killed = False
         self._cond = threading.Condition()
         self._eof = False
-        self.argv = [
-            twistdPath(),
-            "-n",
-            "--pidfile=",
-            "--logfile=-",
-            "socks5",
-            "--port",
-            "tcp:0:interface=127.0.0.1",
-            *self.extraArgs,
-        ]
-        env = cleanEnvironment()
-        existing = env.get("PYTHONPATH")
-        env["PYTHONPATH"] = (
-            REPO_ROOT + os.pathsep + existing if existing else REPO_ROOT
-        )
-        env["PYTHONUNBUFFERED"] = "1"
+        self.argv = [twistdPath(), "-n", "--pidfile=", "--logfile=-", *pluginArgs]
+        environment = cleanEnvironment(env)
+        paths = [REPO_ROOT, *pythonPath]
+        existing = environment.get("PYTHONPATH")
+        if existing:
+            paths.append(existing)
+        environment["PYTHONPATH"] = os.pathsep.join(paths)
+        environment["PYTHONUNBUFFERED"] = "1"
         self._proc = subprocess.Popen(
             self.argv,
             cwd=REPO_ROOT,
-            env=env,
+            env=environment,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -328,19 +321,17 @@ class ProxyProcess:
         self.pid = self._proc.pid
         self._reader = threading.Thread(
             target=self._readLines,
-            name=f"proxy-{self.pid}-stdout",
+            name=f"twistd-{self.pid}-stdout",
             daemon=True,
         )
         self._reader.start()
         try:
-            match = self.waitForLine(LISTENING_RE, startupTimeout)
+            self.ready = self.waitForLine(readyRegex, startupTimeout)
         except AssertionError as e:
             self.stop()
             raise AssertionError(
-                f"the proxy did not report its port: {e}\n"
-                f"command: {self.argv}"
+                f"twistd did not get ready: {e}\ncommand: {self.argv}"
             ) from None
-        self.port = int(match.group(2))
 
     def _readLines(self) -> None:
         stream = self._proc.stdout
@@ -471,14 +462,41 @@ class ProxyProcess:
             self._proc.stdout.close()
         return self.returncode
 
-    def __enter__(self) -> "ProxyProcess":
+    def __enter__(self) -> "TwistdProcess":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"<ProxyProcess pid={self.pid} port={self.port}>"
+        return f"<{type(self).__name__} pid={self.pid} port={self.port}>"
+
+
+class ProxyProcess(TwistdProcess):
+    """
+    A C{twistd -n socks5} child process listening on an ephemeral loopback
+    port.
+
+    @ivar port: the port the server reported it listens on.
+    """
+
+    def __init__(
+        self,
+        extraArgs: Sequence[str] = (),
+        startupTimeout: float = TwistdProcess.STARTUP_TIMEOUT,
+        env: dict[str, str] | None = None,
+        pythonPath: Sequence[str] = (),
+    ) -> None:
+        self.extraArgs = list(extraArgs)
+        self.host = LOOPBACK_V4
+        super().__init__(
+            ["socks5", "--port", "tcp:0:interface=127.0.0.1", *self.extraArgs],
+            LISTENING_RE,
+            startupTimeout,
+            env=env,
+            pythonPath=pythonPath,
+        )
+        self.port = int(self.ready.group(2))
 
 
 # --------------------------------------------------------------------------
