@@ -51,6 +51,10 @@ from socksrelay.wire import (
 
 ConnectEndpointFactory = Callable[[str, int], IStreamClientEndpoint]
 
+#: While a login or an outbound connect is pending, the client is read until
+#: this many bytes are buffered; then reading pauses until the relay starts.
+EARLY_DATA_PAUSE = 64 * 1024
+
 
 def replyForFailure(reason: Failure) -> tuple[Reply, str]:
     """
@@ -99,6 +103,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     _connecting: Deferred[Any] | None = None
     _connectTimer: Any = None
     _connectTimedOut = False
+    _readPaused = False
+    _clientEOF = False
 
     def callLater(self, period: float, func: Callable[[], None]) -> Any:
         """
@@ -134,11 +140,38 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             self._processEvents()
         except ProtocolError as e:
             self._refuse(e)
+            return
+        if self._waiting and self._codec.buffered >= EARLY_DATA_PAUSE:
+            # Waiting for a login or a connect: keep reading (so that a client
+            # that leaves is noticed) until this much has piled up.
+            self._readPaused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def _resumeReading(self) -> None:
+        if self._readPaused and not (self._clientEOF or self._lost):
+            self._readPaused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def readConnectionLost(self) -> None:
+        """
+        EOF from the client.  Once relaying, it is passed on.  While a login
+        or connect is pending, it is remembered: a client may pipeline its
+        request and data and then shut down its write side, and that EOF is
+        passed on once the relay starts.  Otherwise the handshake is over.
+        """
+        if self.peer is not None:
+            RelayEnd.readConnectionLost(self)
+            return
+        self._clientEOF = True
+        if not self._waiting and not self._ending:
+            self._end("client closed during the handshake")
 
     def _processEvents(self) -> None:
         while not (self._waiting or self._ending):
             event = self._codec.nextEvent()
             if event is NEED_DATA:
+                if self._clientEOF:
+                    self._end("client closed during the handshake")
                 return
             if isinstance(event, Greeting):
                 self._greeting(event)
@@ -191,7 +224,6 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         Stop reading from the client until C{d} fires, then go on parsing.
         """
         self._waiting = True
-        self.transport.pauseProducing()  # type: ignore[union-attr]
         inCall = True
 
         def done(result: Any) -> None:
@@ -204,7 +236,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
                 callback(result)
             if self._ending or self._lost or self._waiting:
                 return
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            self._resumeReading()
             if inCall:
                 # Fired at once: the caller's loop goes on parsing.
                 return
@@ -277,7 +309,6 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
 
     def _connect(self, host: str, port: int) -> None:
         self._waiting = True
-        self.transport.pauseProducing()  # type: ignore[union-attr]
         factory = self.factory
         try:
             endpoint = factory.connectEndpoint(host, port)
@@ -325,7 +356,10 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         splice(self, outbound)
         if early:
             self.relayData(early)
-        self.transport.resumeProducing()  # type: ignore[union-attr]
+        if self._clientEOF:
+            RelayEnd.readConnectionLost(self)
+        else:
+            self._resumeReading()
 
     def _ebConnected(self, reason: Failure) -> None:
         timedOut = self._connectTimedOut
@@ -344,6 +378,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     # -- the end -----------------------------------------------------------
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        self._lost = True
         self.setTimeout(None)
         if self._connecting is not None:
             d = self._connecting

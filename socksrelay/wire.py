@@ -281,6 +281,13 @@ class SOCKS5ServerConnection:
         self._state = _State.GREETING
 
     @property
+    def buffered(self) -> int:
+        """
+        How many received bytes are held, not yet parsed or handed out.
+        """
+        return len(self._buffer)
+
+    @property
     def state(self) -> str:
         """
         A short text naming the phase of the handshake, for logs.
