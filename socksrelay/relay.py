@@ -17,7 +17,7 @@ from typing import Any, Callable
 from zope.interface import implementer
 
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 
@@ -128,7 +128,7 @@ class RelayEnd(Protocol):
         if not self._lost:
             self.transport.abortConnection()  # type: ignore[union-attr]
 
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()

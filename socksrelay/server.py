@@ -25,7 +25,7 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
 )
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -92,7 +92,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     """
 
     factory: "SOCKS5ServerFactory"
-    _log = Logger(namespace="socksrelay.server")
+    _log = Logger()
 
     _codec: SOCKS5ServerConnection
     session: Session
@@ -377,7 +377,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
 
     # -- the end -----------------------------------------------------------
 
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
         self.setTimeout(None)
         if self._connecting is not None:

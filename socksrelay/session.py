@@ -21,7 +21,7 @@ class Session:
     (if there was one) the outbound connection are both closed.
     """
 
-    _log = Logger(namespace="socksrelay.session")
+    _log = Logger()
 
     def __init__(self, reactor: Any, client: str, listener: str) -> None:
         self._reactor = reactor

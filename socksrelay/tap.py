@@ -57,9 +57,13 @@ def parseNameServer(value: str) -> tuple[str, int]:
     value = value.strip()
     host, port = value, 53
     if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket:
+            raise ValueError("missing ']'")
         if rest:
-            port = int(rest.lstrip(":"))
+            if not (rest.startswith(":") and rest[1:].isdigit()):
+                raise ValueError("expected [ADDRESS]:PORT")
+            port = int(rest[1:])
     elif value.count(":") == 1:
         host, portText = value.split(":")
         port = int(portText)

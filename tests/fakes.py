@@ -26,7 +26,7 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.names import dns
 from twisted.python.failure import Failure
@@ -129,7 +129,7 @@ class FakeConnectEndpoint:
         self.host = host
         self.port = port
         self.factory: Any = None
-        self.deferred: Deferred[Any] | None = None
+        self.deferred: Any = None
         self.cancelled = False
 
     def connect(self, protocolFactory: Any) -> Deferred[Any]:
@@ -151,7 +151,6 @@ class FakeConnectEndpoint:
 
         @return: the outbound protocol and its transport.
         """
-        assert self.deferred is not None
         protocol = self.factory.buildProtocol(peerAddress)
         transport = RecordingTransport(hostAddress=hostAddress, peerAddress=peerAddress)
         protocol.makeConnection(transport)
@@ -171,7 +170,6 @@ class FakeConnectEndpoint:
 
         @return: the pump that moves bytes between them.
         """
-        assert self.deferred is not None
         protocol = self.factory.buildProtocol(peerAddress)
         pump = connectInMemory(
             protocol, hostAddress, destination, peerAddress, clock=clock
@@ -183,7 +181,6 @@ class FakeConnectEndpoint:
         """
         Fail the connect L{Deferred} with C{exception}.
         """
-        assert self.deferred is not None
         self.deferred.errback(Failure(exception))
 
 
@@ -284,7 +281,6 @@ class ProxyHarness:
         @return: the outbound protocol and its transport.
         """
         self.send(greeting(0x00) + request(host, port) + early)
-        assert self.recorder is not None
         outbound, outboundTransport = self.recorder.last.succeed()
         self.received()
         return outbound, outboundTransport
@@ -456,7 +452,7 @@ class Collector(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.received += data
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lostReason = reason
 
 

@@ -27,7 +27,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from socksrelay.auth import SOCKSRealm, SOCKSUser
 from socksrelay.interfaces import ISOCKSUser
-from socksrelay.server import SOCKS5ServerProtocol, replyForFailure
+from socksrelay.server import (
+    EARLY_DATA_PAUSE,
+    SOCKS5ServerProtocol,
+    replyForFailure,
+)
 from socksrelay.wire import Reply
 from tests.fakes import (
     CLIENT_ADDRESS,
@@ -250,22 +254,43 @@ class UsernamePasswordTests(SynchronousTestCase):
         self.assertEqual(h.received(), b"\x05\x02\x01\x01")
         self.assertTrue(h.transport.disconnecting)
 
-    def test_pendingCheckerPausesClient(self) -> None:
+    def test_pendingCheckerHoldsStatus(self) -> None:
         """
-        While the checker has not answered, the client transport is paused
-        and no status is sent; once it answers, the status is sent and
-        reading resumes.
+        While the checker has not answered no status is sent, and the client
+        is still read so that its leaving would be noticed; once the checker
+        answers, the status is sent.
         """
         checker = PendingChecker()
         h = ProxyHarness(portal=Portal(SOCKSRealm(), [checker]))
         h.send(greeting(USER_PASS) + authRequest(b"alice", b"pw"))
         self.assertEqual(h.received(), b"\x05\x02")
-        self.assertEqual(h.transport.producerState, "paused")
+        self.assertEqual(h.transport.producerState, "producing")
         self.assertEqual(len(checker.pending), 1)
         self.assertEqual(checker.credentials[0].username, b"alice")
         checker.pending[0].callback(b"alice")
         self.assertEqual(h.received(), b"\x01\x00")
         self.assertEqual(h.transport.producerState, "producing")
+
+    def test_pendingCheckerPausesAtLimit(self) -> None:
+        """
+        While the checker has not answered, the client transport is paused
+        once L{EARLY_DATA_PAUSE} bytes are buffered, and resumed when the
+        checker answers; the pipelined request is then carried out and the
+        buffered bytes are relayed.
+        """
+        checker = PendingChecker()
+        h = ProxyHarness(portal=Portal(SOCKSRealm(), [checker]))
+        h.send(greeting(USER_PASS) + authRequest(b"alice", b"pw"))
+        early = request("192.0.2.1", 80) + b"x" * (EARLY_DATA_PAUSE - 10)
+        h.send(early[:-1])
+        self.assertEqual(h.transport.producerState, "producing")
+        h.send(early[-1:])
+        self.assertEqual(h.transport.producerState, "paused")
+        checker.pending[0].callback(b"alice")
+        self.assertEqual(h.transport.producerState, "producing")
+        self.assertEqual(h.recorder.requests, [("192.0.2.1", 80)])
+        _, outboundTransport = h.recorder.last.succeed()
+        self.assertEqual(outboundTransport.value(), b"x" * (EARLY_DATA_PAUSE - 10))
 
     def test_requestPipelinedBehindPendingCheck(self) -> None:
         """
@@ -281,8 +306,21 @@ class UsernamePasswordTests(SynchronousTestCase):
         checker.pending[0].callback(b"alice")
         self.assertEqual(h.received(), b"\x05\x02\x01\x00")
         self.assertEqual(h.recorder.requests, [("::1", 443)])
-        # Now waiting for the outbound connection.
-        self.assertEqual(h.transport.producerState, "paused")
+
+    def test_eofWhileCheckerPending(self) -> None:
+        """
+        A client that shuts down its write side before the checker answers,
+        having sent no request, is closed once the checker answers.
+        """
+        checker = PendingChecker()
+        h = ProxyHarness(portal=Portal(SOCKSRealm(), [checker]))
+        h.send(greeting(USER_PASS) + authRequest(b"alice", b"pw"))
+        h.protocol.readConnectionLost()
+        self.assertFalse(h.transport.disconnecting)
+        checker.pending[0].callback(b"alice")
+        self.assertEqual(h.received(), b"\x05\x02\x01\x00")
+        self.assertTrue(h.transport.disconnecting)
+        self.assertEqual(h.recorder.requests, [])
 
     def test_pendingCheckRejects(self) -> None:
         """
@@ -440,18 +478,41 @@ class ConnectTests(SynchronousTestCase):
             + b"\xc7\x38",
         )
 
-    def test_clientPausedWhileConnecting(self) -> None:
+    def test_clientPausedAtLimitWhileConnecting(self) -> None:
         """
-        The client transport is paused from the request until the outbound
-        connection exists, then resumed.
+        While the outbound connection is being made the client is read until
+        L{EARLY_DATA_PAUSE} bytes are buffered, then paused, and resumed once
+        the connection exists.
         """
         h = ProxyHarness()
         h.send(greeting(NO_AUTH))
-        self.assertEqual(h.transport.producerState, "producing")
         h.send(request("192.0.2.1", 80))
-        self.assertEqual(h.transport.producerState, "paused")
-        h.recorder.last.succeed()
         self.assertEqual(h.transport.producerState, "producing")
+        h.send(b"x" * (EARLY_DATA_PAUSE - 1))
+        self.assertEqual(h.transport.producerState, "producing")
+        h.send(b"y")
+        self.assertEqual(h.transport.producerState, "paused")
+        _, outboundTransport = h.recorder.last.succeed()
+        self.assertEqual(h.transport.producerState, "producing")
+        self.assertEqual(
+            outboundTransport.value(), b"x" * (EARLY_DATA_PAUSE - 1) + b"y"
+        )
+
+    def test_eofWhileConnecting(self) -> None:
+        """
+        A client that sends its request and data and then shuts down its
+        write side gets its data relayed and its EOF passed on once the
+        outbound connection exists.
+        """
+        h = ProxyHarness()
+        h.send(greeting(NO_AUTH) + request("192.0.2.1", 80) + b"QUIT\r\n")
+        h.protocol.readConnectionLost()
+        self.assertFalse(h.transport.disconnecting)
+        _, outboundTransport = h.recorder.last.succeed()
+        self.assertEqual(h.received(), b"\x05\x00" + SUCCESS_REPLY)
+        self.assertEqual(outboundTransport.value(), b"QUIT\r\n")
+        self.assertEqual(outboundTransport.loseWriteConnectionCalls, 1)
+        self.assertFalse(h.transport.disconnecting)
 
     def test_pipelinedDataReachesOutbound(self) -> None:
         """
