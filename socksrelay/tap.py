@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from socksrelay.auth import SOCKSRealm
+from socksrelay.relay import describeAddress
 from socksrelay.server import SOCKS5ServerFactory
 from socksrelay.wire import AuthMethod, normaliseAddress
 
@@ -193,7 +194,7 @@ class AnnouncingEndpoint:
                     "WARNING: OPEN PROXY. Listening on {address} without "
                     "authentication: anyone who can reach this address can use "
                     "this proxy. Use --auth, or listen on 127.0.0.1 only.",
-                    address=address,
+                    address=describeAddress(address),
                 )
             return port
 
