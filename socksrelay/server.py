@@ -294,13 +294,28 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self.setTimeout(None)
         self.session.command = request.command.name
         self.session.destination = _formatDestination(request.host, request.port)
-        if request.command is not Command.CONNECT:
+        command = request.command
+        if command is Command.CONNECT:
+            self._connect(request.host, request.port)
+        elif command is Command.UDP_ASSOCIATE and self.factory.udpOptions is not None:
+            self._udpAssociate(request)
+        elif command is Command.BIND and self.factory.bindOptions is not None:
+            self._bind(request)
+        else:
             self._replyAndEnd(
                 Reply.COMMAND_NOT_SUPPORTED,
-                f"command {request.command.name} not supported",
+                f"command {command.name} not supported",
             )
-            return
-        self._connect(request.host, request.port)
+
+    # -- UDP ASSOCIATE (socksrelay.udp) ------------------------------------
+
+    def _udpAssociate(self, request: Request) -> None:
+        raise NotImplementedError("UDP ASSOCIATE lands with issue 3")
+
+    # -- BIND (socksrelay.bind) --------------------------------------------
+
+    def _bind(self, request: Request) -> None:
+        raise NotImplementedError("BIND lands with issue 4")
 
     def _replyAndEnd(self, reply: Reply, reason: str) -> None:
         self.session.reply = int(reply)
@@ -430,6 +445,8 @@ class SOCKS5ServerFactory(Factory):
         handshakeTimeout: float = 30.0,
         connectTimeout: float = 30.0,
         closeTimeout: float = 30.0,
+        udpOptions: Any = None,
+        bindOptions: Any = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -443,6 +460,10 @@ class SOCKS5ServerFactory(Factory):
         self.handshakeTimeout = handshakeTimeout
         self.connectTimeout = connectTimeout
         self.closeTimeout = closeTimeout
+        #: L{socksrelay.udp.UDPOptions}, or C{None}: UDP ASSOCIATE refused.
+        self.udpOptions = udpOptions
+        #: L{socksrelay.bind.BindOptions}, or C{None}: BIND refused.
+        self.bindOptions = bindOptions
 
     def defaultEndpoint(self, host: str, port: int) -> IStreamClientEndpoint:
         """

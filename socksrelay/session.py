@@ -37,6 +37,9 @@ class Session:
         self.bound: str | None = None
         self.reply: int | None = None
         self.reason: str | None = None
+        #: Command-specific facts (BIND's peer, UDP's datagram counts...),
+        #: logged as key=value after the common fields, in this order.
+        self.details: dict[str, Any] = {}
         self.clientEnd: Any = None
         self.outbound: Any = None
         self._clientGone = False
@@ -76,11 +79,13 @@ class Session:
         self._logged = True
         bytesUp = self.clientEnd.bytesIn if self.clientEnd is not None else 0
         bytesDown = self.outbound.bytesIn if self.outbound is not None else 0
+        extra = "".join(f" {key}={{{key}}}" for key in self.details)
         self._log.info(
             "session ended: client={client} user={user} command={command} "
             "destination={destination} resolved={resolved} reply={replyText} "
-            "up={bytesUp} "
-            "down={bytesDown} duration={duration:.3f}s reason={reason}",
+            "up={bytesUp} down={bytesDown}" + extra + " "
+            "duration={duration:.3f}s reason={reason}",
+            **self.details,
             client=self.client,
             listener=self.listener,
             protocol=self.protocol,
