@@ -364,11 +364,20 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self.transport.write(  # type: ignore[union-attr]
             encodeReply(Reply.SUCCEEDED, local.host, local.port)
         )
-        outbound.onClose = self._sideClosed
-        outbound.onEOF = self._sideEOF
-        self.session.outbound = outbound
+        self._startRelay(outbound)
+
+    def _startRelay(self, other: RelayEnd) -> None:
+        """
+        Splice the client with C{other} (an outbound connection, or BIND's
+        inbound one) after the success reply: bytes that arrived early are
+        sent on first, and an EOF that arrived early is passed on.
+        """
+        self._waiting = False
+        other.onClose = self._sideClosed
+        other.onEOF = self._sideEOF
+        self.session.outbound = other
         early = self._codec.leftover()
-        splice(self, outbound)
+        splice(self, other)
         if early:
             self.relayData(early)
         if self._clientEOF:
