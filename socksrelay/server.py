@@ -46,6 +46,7 @@ from socksrelay.wire import (
     SOCKS5ServerConnection,
     UsernamePassword,
     encodeReply,
+    normaliseAddress,
     selectMethod,
 )
 
@@ -105,6 +106,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     _connectTimedOut = False
     _readPaused = False
     _clientEOF = False
+    _association: Any = None
 
     def callLater(self, period: float, func: Callable[[], None]) -> Any:
         """
@@ -133,7 +135,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         if self.peer is not None:
             self.relayData(data)
             return
-        if self._ending:
+        if self._ending or self._association is not None:
+            # A UDP association's control connection carries nothing more.
+            return
             return
         try:
             self._codec.receiveData(data)
@@ -161,6 +165,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         """
         if self.peer is not None:
             RelayEnd.readConnectionLost(self)
+            return
+        if self._association is not None:
+            self._end("client closed the UDP control connection")
             return
         self._clientEOF = True
         if not self._waiting and not self._ending:
@@ -310,7 +317,32 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     # -- UDP ASSOCIATE (socksrelay.udp) ------------------------------------
 
     def _udpAssociate(self, request: Request) -> None:
-        raise NotImplementedError("UDP ASSOCIATE lands with issue 3")
+        from socksrelay.udp import UDPRefused
+
+        relay = self.factory.udpRelay
+        peerHost = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
+        localHost = getattr(self.transport.getHost(), "host", None)  # type: ignore[union-attr]
+        try:
+            association = relay.associate(
+                normaliseAddress(peerHost or ""),
+                normaliseAddress(localHost) if localHost else None,
+                request.host,
+                request.port,
+                self.session,
+                self._udpIdle,
+            )
+        except UDPRefused as e:
+            self._replyAndEnd(e.reply, e.reason)
+            return
+        self._association = association
+        assert association.address is not None
+        host, port = association.address
+        self.session.reply = int(Reply.SUCCEEDED)
+        self.session.bound = _formatDestination(host, port)
+        self.transport.write(encodeReply(Reply.SUCCEEDED, host, port))  # type: ignore[union-attr]
+
+    def _udpIdle(self) -> None:
+        self._end("UDP idle timeout")
 
     # -- BIND (socksrelay.bind) --------------------------------------------
 
@@ -408,6 +440,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             d = self._connecting
             self._stopConnectTimer()
             d.cancel()
+        if self._association is not None:
+            self._association.close()
         if self._logout is not None:
             logout, self._logout = self._logout, None
             logout()
@@ -471,6 +505,13 @@ class SOCKS5ServerFactory(Factory):
         self.closeTimeout = closeTimeout
         #: L{socksrelay.udp.UDPOptions}, or C{None}: UDP ASSOCIATE refused.
         self.udpOptions = udpOptions
+        self.udpRelay: Any = None
+        if udpOptions is not None:
+            from socksrelay.udp import UDPRelay
+
+            self.udpRelay = UDPRelay(
+                udpOptions, reactor, nameResolver or reactor.nameResolver
+            )
         #: L{socksrelay.bind.BindOptions}, or C{None}: BIND refused.
         self.bindOptions = bindOptions
 

@@ -25,6 +25,7 @@ from twisted.python import usage
 from socksrelay.auth import SOCKSRealm
 from socksrelay.relay import describeAddress
 from socksrelay.server import SOCKS5ServerFactory
+from socksrelay.udp import UDPOptions
 from socksrelay.wire import AuthMethod, normaliseAddress
 
 DEFAULT_PORT = "tcp:1080:interface=127.0.0.1"
@@ -37,6 +38,33 @@ def _positiveFloat(value: str) -> float:
     if not number > 0:
         raise ValueError("must be a positive number of seconds")
     return number
+
+
+def _positiveInt(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def parsePortRange(value: str) -> tuple[int, int]:
+    """
+    Parse C{LOW-HIGH} (or a single port) into C{(low, high)}.
+
+    @raise ValueError: unless 1 <= LOW <= HIGH <= 65535.
+    """
+    low, sep, high = value.strip().partition("-")
+    first, last = int(low), int(high if sep else low)
+    if not 1 <= first <= last <= 65535:
+        raise ValueError(f"{value!r} is not a port range LOW-HIGH within 1-65535")
+    return first, last
+
+
+def parseIPAddress(value: str) -> str:
+    """
+    Check that C{value} is an IPv4 or IPv6 address and return it normalised.
+    """
+    return normaliseAddress(str(ipaddress.ip_address(value.strip())))
 
 
 def normalisePort(description: str) -> str:
@@ -105,6 +133,54 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "Seconds the outbound connection to a destination may take before "
             "the client gets reply 0x06 (TTL expired).",
             _positiveFloat,
+        ],
+        [
+            "udp-ports",
+            None,
+            None,
+            "LOW-HIGH: take UDP relay ports from this range (for firewalls and "
+            "containers). Default: any free port.",
+            parsePortRange,
+        ],
+        [
+            "udp-advertise",
+            None,
+            None,
+            "The IP address to tell UDP clients to send to, instead of the "
+            "address their control connection arrived on (for NAT).",
+            parseIPAddress,
+        ],
+        [
+            "udp-idle-timeout",
+            None,
+            120.0,
+            "Seconds without a datagram either way after which a UDP "
+            "association and its control connection end.",
+            _positiveFloat,
+        ],
+        [
+            "udp-max-per-client",
+            None,
+            16,
+            "UDP associations one client IP address may hold at once.",
+            _positiveInt,
+        ],
+        [
+            "udp-max-total",
+            None,
+            1024,
+            "UDP associations the server holds at once.",
+            _positiveInt,
+        ],
+    ]
+
+    optFlags = [
+        [
+            "udp-open-filtering",
+            None,
+            "Let any host answer through a UDP association (endpoint-"
+            "independent filtering, for peer-to-peer use). Default: only hosts "
+            "the client has sent to.",
         ],
     ]
 
@@ -218,6 +294,14 @@ def makeFactory(config: Options, reactor: Any) -> SOCKS5ServerFactory:
         nameResolver=nameResolver,
         handshakeTimeout=config["handshake-timeout"],
         connectTimeout=config["connect-timeout"],
+        udpOptions=UDPOptions(
+            ports=config["udp-ports"],
+            advertise=config["udp-advertise"],
+            idleTimeout=config["udp-idle-timeout"],
+            openFiltering=bool(config["udp-open-filtering"]),
+            maxPerClient=config["udp-max-per-client"],
+            maxTotal=config["udp-max-total"],
+        ),
     )
 
 

@@ -470,3 +470,76 @@ class SOCKS5ServerConnection:
         del buf[:end]
         self._state = _State.DONE
         return Request(command, addressType, host, port)
+
+
+# -- UDP (RFC 1928 section 7) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UDPHeader:
+    """
+    The header of a datagram relayed through a UDP association:
+    C{RSV(2) FRAG ATYP DST.ADDR DST.PORT}.
+
+    @ivar fragment: the FRAG field (0 for a whole datagram).
+    @ivar addressType: the L{AddressType} as sent.
+    @ivar host: an IP address in text form, or a name.
+    @ivar port: the port.
+    @ivar length: how many bytes the header takes; the payload follows.
+    """
+
+    fragment: int
+    addressType: AddressType
+    host: str
+    port: int
+    length: int
+
+
+#: The largest UDP payload over IPv4 (65535 - 20 - 8).
+MAX_UDP_PAYLOAD = 65507
+
+
+def parseUDPHeader(datagram: bytes) -> UDPHeader:
+    """
+    Parse the SOCKS5 UDP request header at the start of C{datagram}.
+
+    @raise ProtocolError: if the header is short, or its address type or name
+        is invalid.
+    """
+    if len(datagram) < 4:
+        raise ProtocolError("datagram shorter than a SOCKS5 UDP header")
+    fragment, rawType = datagram[2], datagram[3]
+    try:
+        addressType = AddressType(rawType)
+    except ValueError:
+        raise ProtocolError(f"unknown address type 0x{rawType:02x}") from None
+    if addressType is AddressType.IPV4:
+        end = 4 + 4
+        if len(datagram) < end + 2:
+            raise ProtocolError("truncated IPv4 address")
+        host = str(ipaddress.IPv4Address(datagram[4:end]))
+    elif addressType is AddressType.IPV6:
+        end = 4 + 16
+        if len(datagram) < end + 2:
+            raise ProtocolError("truncated IPv6 address")
+        host = normaliseAddress(str(ipaddress.IPv6Address(datagram[4:end])))
+    else:
+        if len(datagram) < 5:
+            raise ProtocolError("truncated name")
+        end = 5 + datagram[4]
+        if len(datagram) < end + 2:
+            raise ProtocolError("truncated name")
+        try:
+            host = _decodeName(datagram[5:end])
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ProtocolError(f"bad domain name: {e}") from None
+    (port,) = struct.unpack("!H", datagram[end : end + 2])
+    return UDPHeader(fragment, addressType, host, port, end + 2)
+
+
+def encodeUDPHeader(host: str, port: int) -> bytes:
+    """
+    Encode the header the relay puts before a datagram it returns to the
+    client: RSV 0, FRAG 0, and the source as an IP address.
+    """
+    return b"\x00\x00\x00" + encodeAddress(host, port)

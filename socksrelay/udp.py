@@ -1,0 +1,492 @@
+# -*- test-case-name: tests.test_udp -*-
+"""
+UDP ASSOCIATE (RFC 1928 sections 6 and 7).
+
+An association has two kinds of socket:
+
+  - the I{relay socket}, bound to the local IP on which the client's TCP
+    control connection arrived (never the wildcard), whose address the
+    client is told: the client sends datagrams with a SOCKS5 header to it,
+    and gets the answers from it;
+  - one I{outbound socket} per address family, created when first needed,
+    from which every destination of the association is reached: one source
+    port for all destinations, so the client's mapping is stable.
+
+Only datagrams from the client's IP are relayed; the client's port is
+learned from its first datagram (or taken from the request when the request
+names the client's own IP).  Answers are relayed only from hosts the client
+has sent to (address-dependent filtering), unless the operator chose open
+(endpoint-independent) filtering.  Nothing queues without a bound: datagrams
+waiting for a name are a short queue that drops when full, and everything
+that is dropped is counted by reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from zope.interface import implementer
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IResolutionReceiver
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from socksrelay.wire import (
+    MAX_UDP_PAYLOAD,
+    ProtocolError,
+    Reply,
+    encodeUDPHeader,
+    normaliseAddress,
+    parseUDPHeader,
+)
+
+#: The largest datagram read from a socket: a whole UDP payload plus room.
+READ_SIZE = 65535
+
+
+@dataclass
+class UDPOptions:
+    """
+    How UDP associations are made.
+
+    @ivar ports: C{(low, high)}: relay sockets take a port from this range;
+        C{None} for any free port.
+    @ivar advertise: the address told to clients instead of the control
+        connection's local address (for NAT).
+    @ivar idleTimeout: seconds without a datagram either way after which an
+        association (and its control connection) ends.
+    @ivar openFiltering: let any host answer through an association, not
+        only hosts the client has sent to.
+    @ivar maxPerClient: associations one client IP may hold at once.
+    @ivar maxTotal: associations the server holds at once.
+    @ivar resolveQueue: datagrams an association holds while names resolve.
+    @ivar nameCacheSize: names remembered, server-wide.
+    @ivar nameCacheTTL: seconds a resolved name is remembered.
+    @ivar negativeCacheTTL: seconds a name that did not resolve is remembered.
+    """
+
+    ports: tuple[int, int] | None = None
+    advertise: str | None = None
+    idleTimeout: float = 120.0
+    openFiltering: bool = False
+    maxPerClient: int = 16
+    maxTotal: int = 1024
+    resolveQueue: int = 32
+    nameCacheSize: int = 4096
+    nameCacheTTL: float = 60.0
+    negativeCacheTTL: float = 10.0
+
+
+class UDPRefused(Exception):
+    """
+    An association could not be made; C{reply} is the code to answer with.
+    """
+
+    def __init__(self, reply: Reply, reason: str) -> None:
+        super().__init__(reason)
+        self.reply = reply
+        self.reason = reason
+
+
+class NameCache:
+    """
+    A bounded cache of resolved names, each kept for a time to live, with
+    resolutions in progress shared by every datagram that waits for them.
+    """
+
+    def __init__(self, options: UDPOptions, reactor: Any, resolver: Any) -> None:
+        self._options = options
+        self._reactor = reactor
+        self._resolver = resolver
+        self._entries: OrderedDict[str, tuple[float, tuple[str, ...]]] = OrderedDict()
+        self._pending: dict[str, list[Callable[[tuple[str, ...]], None]]] = {}
+
+    def lookup(self, name: str) -> tuple[str, ...] | None:
+        """
+        The cached addresses of C{name} (possibly empty: the name did not
+        resolve), or C{None} when it is not cached.
+        """
+        key = name.lower()
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, addresses = entry
+        if expires <= self._reactor.seconds():
+            del self._entries[key]
+            return None
+        return addresses
+
+    def resolve(self, name: str, callback: Callable[[tuple[str, ...]], None]) -> None:
+        """
+        Resolve C{name} without blocking and call C{callback} with its
+        addresses (empty if it did not resolve).
+        """
+        key = name.lower()
+        waiting = self._pending.get(key)
+        if waiting is not None:
+            waiting.append(callback)
+            return
+        self._pending[key] = [callback]
+        receiver = _Collector(lambda addresses: self._resolved(key, addresses))
+        try:
+            self._resolver.resolveHostName(receiver, name, 0, None, "UDP")
+        except Exception:
+            self._resolved(key, ())
+
+    def _resolved(self, key: str, addresses: tuple[str, ...]) -> None:
+        ttl = self._options.nameCacheTTL if addresses else self._options.negativeCacheTTL
+        self._entries[key] = (self._reactor.seconds() + ttl, addresses)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._options.nameCacheSize:
+            self._entries.popitem(last=False)
+        for callback in self._pending.pop(key, []):
+            callback(addresses)
+
+
+@implementer(IResolutionReceiver)
+class _Collector:
+    def __init__(self, done: Callable[[tuple[str, ...]], None]) -> None:
+        self._done = done
+        self._addresses: list[str] = []
+
+    def resolutionBegan(self, resolution: Any) -> None:
+        pass
+
+    def addressResolved(self, address: Any) -> None:
+        if isinstance(address, (IPv4Address, IPv6Address)):
+            self._addresses.append(normaliseAddress(address.host))
+
+    def resolutionComplete(self) -> None:
+        # Prefer IPv4 when a name has both: it works on more hosts.
+        ordered = sorted(self._addresses, key=lambda a: ":" in a)
+        self._done(tuple(dict.fromkeys(ordered)))
+
+
+class UDPRelay:
+    """
+    The server-wide side of UDP ASSOCIATE: options, the association counts
+    behind the caps, and the name cache.
+    """
+
+    def __init__(self, options: UDPOptions, reactor: Any, resolver: Any) -> None:
+        self.options = options
+        self.reactor = reactor
+        self.names = NameCache(options, reactor, resolver)
+        self._perClient: Counter[str] = Counter()
+        self.active = 0
+
+    def associate(
+        self,
+        clientHost: str,
+        localHost: str | None,
+        requestHost: str,
+        requestPort: int,
+        session: Any,
+        onIdle: Callable[[], None],
+    ) -> "UDPAssociation":
+        """
+        Make an association for a client, or raise L{UDPRefused}.
+
+        @param clientHost: the IP of the client's control connection.
+        @param localHost: the local IP on which that connection arrived.
+        @param requestHost: DST.ADDR of the request (the client's hint).
+        @param requestPort: DST.PORT of the request.
+        @param session: the L{socksrelay.session.Session}, for its counts.
+        @param onIdle: called when the association has been idle too long.
+        """
+        options = self.options
+        if self.active >= options.maxTotal:
+            raise UDPRefused(Reply.GENERAL_FAILURE, "UDP association limit reached")
+        if self._perClient[clientHost] >= options.maxPerClient:
+            raise UDPRefused(
+                Reply.GENERAL_FAILURE,
+                f"UDP association limit for {clientHost} reached",
+            )
+        if localHost is None:
+            raise UDPRefused(
+                Reply.GENERAL_FAILURE, "no local IP address to relay UDP on"
+            )
+        association = UDPAssociation(self, clientHost, requestHost, requestPort, session, onIdle)
+        association.listen(localHost)
+        self.active += 1
+        self._perClient[clientHost] += 1
+        return association
+
+    def released(self, clientHost: str) -> None:
+        """
+        An association of C{clientHost} has ended.
+        """
+        self.active -= 1
+        self._perClient[clientHost] -= 1
+        if self._perClient[clientHost] <= 0:
+            del self._perClient[clientHost]
+
+
+class _RelaySocket(DatagramProtocol):
+    """
+    The client-facing socket of an association.
+    """
+
+    noisy = False
+
+    def __init__(self, association: "UDPAssociation") -> None:
+        self.association = association
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.association.fromClient(datagram, addr)
+
+
+class _OutboundSocket(DatagramProtocol):
+    """
+    The socket from which an association reaches its destinations.
+    """
+
+    noisy = False
+
+    def __init__(self, association: "UDPAssociation") -> None:
+        self.association = association
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.association.fromRemote(datagram, addr)
+
+
+class UDPAssociation:
+    """
+    One client's UDP association.
+
+    @ivar address: C{(host, port)} of the relay socket, as told to the client.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        relay: UDPRelay,
+        clientHost: str,
+        requestHost: str,
+        requestPort: int,
+        session: Any,
+        onIdle: Callable[[], None],
+    ) -> None:
+        self._relay = relay
+        self._reactor = relay.reactor
+        self._options = relay.options
+        self.clientHost = clientHost
+        self.clientPort: int | None = None
+        # RFC 1928: DST.ADDR/DST.PORT name where the client will send from.
+        # Most clients send zeros; a port is enforced only when the request
+        # names the client's own IP (3proxy's rule), otherwise it is a hint.
+        if requestPort and normaliseAddress(requestHost) == clientHost:
+            self.clientPort = requestPort
+        self._session = session
+        self._onIdle = onIdle
+        self._relayPort: Any = None
+        self._outbound: dict[int, Any] = {}
+        self._permitted: set[str] = set()
+        self._queued = 0
+        self._idleCall: Any = None
+        self._closed = False
+        self.address: tuple[str, int] | None = None
+        self.datagramsUp = 0
+        self.datagramsDown = 0
+        self.bytesUp = 0
+        self.bytesDown = 0
+        self.drops: Counter[str] = Counter()
+
+    # -- set up and tear down ----------------------------------------------
+
+    def listen(self, localHost: str) -> None:
+        """
+        Bind the relay socket to C{localHost}, with a port from the
+        configured range if there is one.
+
+        @raise UDPRefused: if no port could be had.
+        """
+        options = self._options
+        ports: list[int]
+        if options.ports is None:
+            ports = [0]
+        else:
+            low, high = options.ports
+            start = random.randint(low, high)
+            ports = list(range(start, high + 1)) + list(range(low, start))
+        protocol = _RelaySocket(self)
+        for port in ports:
+            try:
+                self._relayPort = self._reactor.listenUDP(
+                    port, protocol, interface=localHost, maxPacketSize=READ_SIZE
+                )
+                break
+            except CannotListenError:
+                continue
+        else:
+            raise UDPRefused(
+                Reply.GENERAL_FAILURE,
+                "no free UDP port"
+                + ("" if options.ports is None else " in %d-%d" % options.ports),
+            )
+        bound = self._relayPort.getHost()
+        self.address = (options.advertise or normaliseAddress(bound.host), bound.port)
+        self._resetIdle()
+
+    def close(self) -> None:
+        """
+        End the association: close every socket and timer, at once.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.cancel()
+        self._idleCall = None
+        for port in [self._relayPort, *self._outbound.values()]:
+            if port is not None:
+                port.stopListening()
+        self._outbound.clear()
+        self._relay.released(self.clientHost)
+        self._record()
+
+    def _record(self) -> None:
+        details = self._session.details
+        details["datagramsUp"] = self.datagramsUp
+        details["datagramsDown"] = self.datagramsDown
+        details["udpBytesUp"] = self.bytesUp
+        details["udpBytesDown"] = self.bytesDown
+        details["drops"] = (
+            ",".join(f"{k}:{v}" for k, v in sorted(self.drops.items())) or "-"
+        )
+
+    def _resetIdle(self) -> None:
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.reset(self._options.idleTimeout)
+        else:
+            self._idleCall = self._reactor.callLater(
+                self._options.idleTimeout, self._idle
+            )
+
+    def _idle(self) -> None:
+        self._idleCall = None
+        if not self._closed:
+            self._onIdle()
+
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] += 1
+
+    # -- client to destination ---------------------------------------------
+
+    def fromClient(self, datagram: bytes, addr: Any) -> None:
+        """
+        A datagram arrived on the relay socket.
+        """
+        if self._closed:
+            return
+        host, port = normaliseAddress(addr[0]), addr[1]
+        if host != self.clientHost:
+            self._drop("foreign-source")
+            return
+        if self.clientPort is None:
+            self.clientPort = port
+        elif port != self.clientPort:
+            self._drop("foreign-port")
+            return
+        try:
+            header = parseUDPHeader(datagram)
+        except ProtocolError:
+            self._drop("malformed")
+            return
+        if header.fragment != 0:
+            self._drop("fragmented")
+            return
+        payload = datagram[header.length :]
+        if not header.port:
+            self._drop("zero-port")
+            return
+        self._resetIdle()
+        try:
+            ipaddress.ip_address(header.host)
+        except ValueError:
+            self._sendToName(header.host, header.port, payload)
+            return
+        self._sendTo(header.host, header.port, payload)
+
+    def _sendToName(self, name: str, port: int, payload: bytes) -> None:
+        names = self._relay.names
+        addresses = names.lookup(name)
+        if addresses is not None:
+            if addresses:
+                self._sendTo(addresses[0], port, payload)
+            else:
+                self._drop("unresolved")
+            return
+        if self._queued >= self._options.resolveQueue:
+            self._drop("resolve-queue-full")
+            return
+        self._queued += 1
+
+        def resolved(addresses: tuple[str, ...]) -> None:
+            self._queued -= 1
+            if self._closed:
+                return
+            if addresses:
+                self._sendTo(addresses[0], port, payload)
+            else:
+                self._drop("unresolved")
+
+        names.resolve(name, resolved)
+
+    def _outboundFor(self, host: str) -> Any:
+        family = 6 if ":" in host else 4
+        port = self._outbound.get(family)
+        if port is None:
+            interface = "::" if family == 6 else ""
+            port = self._reactor.listenUDP(
+                0, _OutboundSocket(self), interface=interface, maxPacketSize=READ_SIZE
+            )
+            self._outbound[family] = port
+        return port
+
+    def _sendTo(self, host: str, port: int, payload: bytes) -> None:
+        try:
+            outbound = self._outboundFor(host)
+            outbound.write(payload, (host, port))
+        except Exception as e:
+            self._drop("send-error")
+            self._log.debug("UDP send to {host}:{port} failed: {error}", host=host, port=port, error=e)
+            return
+        self._permitted.add(host)
+        self.datagramsUp += 1
+        self.bytesUp += len(payload)
+
+    # -- destination to client ---------------------------------------------
+
+    def fromRemote(self, datagram: bytes, addr: Any) -> None:
+        """
+        A datagram arrived on an outbound socket.
+        """
+        if self._closed:
+            return
+        host, port = normaliseAddress(addr[0]), addr[1]
+        if not self._options.openFiltering and host not in self._permitted:
+            self._drop("unsolicited")
+            return
+        if self.clientPort is None:
+            self._drop("client-port-unknown")
+            return
+        header = encodeUDPHeader(host, port)
+        if len(header) + len(datagram) > MAX_UDP_PAYLOAD and ":" not in self.clientHost:
+            self._drop("too-large")
+            return
+        self._resetIdle()
+        try:
+            self._relayPort.write(header + datagram, (self.clientHost, self.clientPort))
+        except Exception:
+            self._drop("send-error")
+            return
+        self.datagramsDown += 1
+        self.bytesDown += len(datagram)
