@@ -974,3 +974,126 @@ def runCurl(
         env=cleanEnvironment(),
         timeout=timeout,
     )
+
+
+# --------------------------------------------------------------------------
+# UDP
+# --------------------------------------------------------------------------
+
+CMD_UDP_ASSOCIATE = 0x03
+
+
+class UDPEchoServer:
+    """
+    A UDP echo server on a loopback address, in a daemon thread; records
+    every C{(data, sourceAddress)} it received in C{received}.
+    """
+
+    def __init__(self, host: str = LOOPBACK_V4) -> None:
+        self.host = _checkHost(host)
+        self.sock = socket.socket(familyOf(self.host), socket.SOCK_DGRAM)
+        self.sock.bind((self.host, 0))
+        self.sock.settimeout(0.1)
+        self.port: int = self.sock.getsockname()[1]
+        self.received: list[tuple[bytes, tuple[str, int]]] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                data, addr = self.sock.recvfrom(70000)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.received.append((data, addr[:2]))
+            try:
+                self.sock.sendto(data, addr)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+def encodeUDPHeader(host: str, port: int, frag: int = 0, atyp: int | None = None) -> bytes:
+    """
+    The SOCKS5 UDP request header for a datagram to C{host:port}.
+    """
+    return b"\x00\x00" + bytes([frag]) + encodeAddress(host, port, atyp)
+
+
+def parseUDPDatagram(datagram: bytes) -> tuple[int, str, int, bytes]:
+    """
+    Parse a datagram the relay sent back: C{(atyp, host, port, payload)}.
+    Raises L{AssertionError} for a malformed or name-carrying header.
+    """
+    if len(datagram) < 4 or datagram[:3] != b"\x00\x00\x00":
+        raise AssertionError(f"bad UDP header: {datagram[:8]!r}")
+    atyp = datagram[3]
+    if atyp == ATYP_IPV4:
+        host = str(ipaddress.IPv4Address(datagram[4:8]))
+        end = 8
+    elif atyp == ATYP_IPV6:
+        host = str(ipaddress.IPv6Address(datagram[4:20]))
+        end = 20
+    else:
+        raise AssertionError(f"the relay named a source with ATYP {atyp}")
+    (port,) = struct.unpack("!H", datagram[end : end + 2])
+    return atyp, host, port, datagram[end + 2 :]
+
+
+class UDPAssociation:
+    """
+    A UDP association made with raw sockets: the TCP control connection, the
+    client's UDP socket, and the relay address the proxy announced.
+    """
+
+    def __init__(
+        self,
+        proxyPort: int,
+        requestHost: str = "0.0.0.0",
+        requestPort: int = 0,
+        clientHost: str = LOOPBACK_V4,
+        timeout: float = SOCKET_TIMEOUT,
+    ) -> None:
+        self.control = SOCKS5Session(proxyPort, timeout=timeout)
+        try:
+            if self.control.greet() != METHOD_NONE:
+                raise AssertionError("method negotiation failed")
+            self.control.sock.sendall(
+                encodeRequest(requestHost, requestPort, CMD_UDP_ASSOCIATE)
+            )
+            self.reply = readReply(self.control.sock)
+            self.udp = socket.socket(familyOf(clientHost), socket.SOCK_DGRAM)
+            self.udp.bind((clientHost, 0))
+            self.udp.settimeout(timeout)
+        except BaseException:
+            self.control.close()
+            raise
+
+    @property
+    def relay(self) -> tuple[str, int]:
+        return (self.reply.host, self.reply.port)
+
+    def send(self, host: str, port: int, payload: bytes, **kw: int) -> None:
+        self.udp.sendto(encodeUDPHeader(host, port, **kw) + payload, self.relay)
+
+    def receive(self, timeout: float = SOCKET_TIMEOUT) -> tuple[int, str, int, bytes]:
+        self.udp.settimeout(timeout)
+        data, _ = self.udp.recvfrom(70000)
+        return parseUDPDatagram(data)
+
+    def close(self) -> None:
+        self.udp.close()
+        self.control.close()
+
+    def __enter__(self) -> "UDPAssociation":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
