@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+import unittest
 from typing import Callable, Iterable, Iterator, Sequence
 
 #: The repository root: the directory that holds C{socksrelay/} and C{tests/}.
@@ -497,6 +498,52 @@ class ProxyProcess(TwistdProcess):
             pythonPath=pythonPath,
         )
         self.port = int(self.ready.group(2))
+
+
+class ProxyTestCase(unittest.TestCase):
+    """
+    One proxy process for the whole class, started in L{setUpClass} with
+    C{proxyArgs} and stopped in L{tearDownClass}, after which the whole log
+    is checked: no traceback, and none of C{secrets}.
+    """
+
+    proxyArgs: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+    proxy: ProxyProcess
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.proxy = ProxyProcess(cls.proxyArgs)
+        cls.addClassCleanup(cls.proxy.stop)
+        cls.startTargets()
+
+    @classmethod
+    def startTargets(cls) -> None:
+        """
+        Start the loopback targets the class needs (with L{startTarget}).
+        """
+
+    @classmethod
+    def startTarget(cls, target):
+        cls.addClassCleanup(target.stop)
+        return target
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.proxy.stop()
+        lines = cls.proxy.snapshot()
+        problems = [line for line in lines if "Traceback" in line]
+        for secret in cls.secrets:
+            problems += [line for line in lines if secret in line]
+        if problems:
+            raise AssertionError(
+                f"{cls.__name__}: the proxy log has tracebacks or secrets:\n"
+                + "\n".join(problems)
+                + "\nfull log:\n"
+                + "\n".join(lines)
+            )
+        super().tearDownClass()
 
 
 # --------------------------------------------------------------------------

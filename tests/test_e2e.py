@@ -20,6 +20,7 @@ from httpx_socks import SyncProxyTransport
 from python_socks import ProxyError
 from python_socks.sync import Proxy
 
+from tests.e2e import ProxyTestCase as BaseProxyTestCase
 from tests.e2e import (
     ATYP_DOMAIN,
     ATYP_IPV4,
@@ -78,50 +79,10 @@ def expectClosed(sock: socket.socket, timeout: float = 10.0) -> bytes:
         return b""
 
 
-class ProxyTestCase(unittest.TestCase):
+class ProxyTestCase(BaseProxyTestCase):
     """
-    One proxy process for the whole class, started in L{setUpClass} with
-    C{proxyArgs} and stopped in L{tearDownClass}, after which the whole log
-    is checked: no traceback, and none of C{secrets}.
+    L{tests.e2e.ProxyTestCase} with helpers for the client tests below.
     """
-
-    proxyArgs: tuple[str, ...] = ()
-    secrets: tuple[str, ...] = ()
-    proxy: ProxyProcess
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        cls.proxy = ProxyProcess(cls.proxyArgs)
-        cls.addClassCleanup(cls.proxy.stop)
-        cls.startTargets()
-
-    @classmethod
-    def startTargets(cls) -> None:
-        """
-        Start the loopback targets the class needs (with L{startTarget}).
-        """
-
-    @classmethod
-    def startTarget(cls, target):
-        cls.addClassCleanup(target.stop)
-        return target
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.proxy.stop()
-        lines = cls.proxy.snapshot()
-        problems = [line for line in lines if "Traceback" in line]
-        for secret in cls.secrets:
-            problems += [line for line in lines if secret in line]
-        if problems:
-            raise AssertionError(
-                f"{cls.__name__}: the proxy log has tracebacks or secrets:\n"
-                + "\n".join(problems)
-                + "\nfull log:\n"
-                + "\n".join(lines)
-            )
-        super().tearDownClass()
 
     # -- per-test helpers -------------------------------------------------
 

@@ -19,6 +19,7 @@ import unittest
 from tests.e2e import (
     LOOPBACK_V4,
     ProxyProcess,
+    ProxyTestCase,
     ReplyAfterEOFServer,
     encodeGreeting,
     readMethodSelection,
@@ -58,22 +59,13 @@ class BlackHole:
         self.listener.close()
 
 
-class ConnectTimeoutTests(unittest.TestCase):
+class ConnectTimeoutTests(ProxyTestCase):
     """
     C{--connect-timeout} bounds the outbound connect, and a client that
     leaves cancels it.
     """
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.proxy = ProxyProcess(["--connect-timeout", "1"])
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.proxy.stop()
-        text = "\n".join(cls.proxy.lines)
-        if "Traceback" in text:
-            raise AssertionError("the proxy logged a traceback:\n" + text)
+    proxyArgs = ("--connect-timeout", "1")
 
     def setUp(self) -> None:
         self.hole = BlackHole()

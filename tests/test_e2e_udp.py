@@ -18,14 +18,13 @@ import sys
 import tempfile
 import textwrap
 import time
-import unittest
 
 import socks
 
 from tests.e2e import (
     ATYP_IPV4,
     LOOPBACK_V4,
-    ProxyProcess,
+    ProxyTestCase,
     UDPAssociation,
     UDPEchoServer,
     cleanEnvironment,
@@ -42,23 +41,10 @@ def parseDrops(line: str) -> str:
     return match.group(1) if match else ""
 
 
-class UDPBase(unittest.TestCase):
+class UDPBase(ProxyTestCase):
     """
-    One proxy per class; subclasses set C{proxyArgs}.
+    One proxy per class (with C{proxyArgs}) and a UDP echo server per test.
     """
-
-    proxyArgs: list[str] = []
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.proxy = ProxyProcess(cls.proxyArgs)
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.proxy.stop()
-        text = "\n".join(cls.proxy.lines)
-        if "Traceback" in text:
-            raise AssertionError("the proxy logged a traceback:\n" + text)
 
     def setUp(self) -> None:
         self.echo = UDPEchoServer()
@@ -69,6 +55,19 @@ class UDPBase(unittest.TestCase):
         self.addCleanup(association.close)
         self.assertEqual(association.reply.rep, 0, association.reply)
         return association
+
+    def strangerSends(self, payload: bytes) -> socket.socket:
+        """
+        From 127.0.0.3, a host the client never sent to, send C{payload} to
+        the address the echo server last heard from: the association's
+        outbound socket.
+        """
+        outboundAddress = self.echo.received[-1][1]
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(stranger.close)
+        stranger.bind(("127.0.0.3", 0))
+        stranger.sendto(payload, outboundAddress)
+        return stranger
 
     def sessionLine(self, mark: int) -> str:
         return self.proxy.waitForLine(
@@ -276,11 +275,7 @@ class RawRelayTests(UDPBase):
         a = self.associate()
         a.send(LOOPBACK_V4, self.echo.port, b"hello")
         self.assertEqual(a.receive()[3], b"hello")
-        outboundAddress = self.echo.received[-1][1]
-        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.addCleanup(stranger.close)
-        stranger.bind(("127.0.0.3", 0))
-        stranger.sendto(b"unsolicited", outboundAddress)
+        self.strangerSends(b"unsolicited")
         with self.assertRaises(socket.timeout):
             a.receive(timeout=SHORT)
         a.close()
@@ -314,7 +309,7 @@ class OpenFilteringTests(UDPBase):
     C{--udp-open-filtering}: any host may answer through an association.
     """
 
-    proxyArgs = ["--udp-open-filtering"]
+    proxyArgs = ("--udp-open-filtering",)
 
     def test_unsolicitedRelayed(self) -> None:
         """
@@ -324,11 +319,7 @@ class OpenFilteringTests(UDPBase):
         a = self.associate()
         a.send(LOOPBACK_V4, self.echo.port, b"hello")
         self.assertEqual(a.receive()[3], b"hello")
-        outboundAddress = self.echo.received[-1][1]
-        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.addCleanup(stranger.close)
-        stranger.bind(("127.0.0.3", 0))
-        stranger.sendto(b"peer to peer", outboundAddress)
+        stranger = self.strangerSends(b"peer to peer")
         atyp, host, port, payload = a.receive()
         self.assertEqual((host, port, payload), ("127.0.0.3", stranger.getsockname()[1], b"peer to peer"))
 
@@ -338,7 +329,7 @@ class LimitsTests(UDPBase):
     The idle timeout and the per-client cap.
     """
 
-    proxyArgs = ["--udp-idle-timeout", "1", "--udp-max-per-client", "2"]
+    proxyArgs = ("--udp-idle-timeout", "1", "--udp-max-per-client", "2")
 
     def test_idleTimeoutEndsAssociation(self) -> None:
         """
