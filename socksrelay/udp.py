@@ -69,6 +69,7 @@ class UDPOptions:
     @ivar nameCacheSize: names remembered, server-wide.
     @ivar nameCacheTTL: seconds a resolved name is remembered.
     @ivar negativeCacheTTL: seconds a name that did not resolve is remembered.
+    @ivar resolveTimeout: seconds a lookup may take; then it counts as failed.
     """
 
     ports: tuple[int, int] | None = None
@@ -81,6 +82,7 @@ class UDPOptions:
     nameCacheSize: int = 4096
     nameCacheTTL: float = 60.0
     negativeCacheTTL: float = 10.0
+    resolveTimeout: float = 10.0
 
 
 class UDPRefused(Exception):
@@ -133,13 +135,23 @@ class NameCache:
             waiting.append(callback)
             return
         self._pending[key] = [callback]
-        receiver = _Collector(lambda addresses: self._resolved(key, addresses))
+        timer = self._reactor.callLater(
+            self._options.resolveTimeout, self._resolved, key, ()
+        )
+
+        def done(addresses: tuple[str, ...]) -> None:
+            if timer.active():
+                timer.cancel()
+                self._resolved(key, addresses)
+
         try:
-            self._resolver.resolveHostName(receiver, name, 0, None, "UDP")
+            self._resolver.resolveHostName(_Collector(done), name, 0, None, "UDP")
         except Exception:
-            self._resolved(key, ())
+            done(())
 
     def _resolved(self, key: str, addresses: tuple[str, ...]) -> None:
+        if key not in self._pending:
+            return
         ttl = self._options.nameCacheTTL if addresses else self._options.negativeCacheTTL
         self._entries[key] = (self._reactor.seconds() + ttl, addresses)
         self._entries.move_to_end(key)
@@ -317,10 +329,13 @@ class UDPAssociation:
             start = random.randint(low, high)
             ports = list(range(start, high + 1)) + list(range(low, start))
         protocol = _RelaySocket(self)
+        # An IPv4-mapped address is bound as IPv4; a link-local IPv6 address
+        # keeps its scope, without which it cannot be bound.
+        bindHost = localHost if "%" in localHost else normaliseAddress(localHost)
         for port in ports:
             try:
                 self._relayPort = self._reactor.listenUDP(
-                    port, protocol, interface=localHost, maxPacketSize=READ_SIZE
+                    port, protocol, interface=bindHost, maxPacketSize=READ_SIZE
                 )
                 break
             except CannotListenError:
@@ -390,9 +405,7 @@ class UDPAssociation:
         if host != self.clientHost:
             self._drop("foreign-source")
             return
-        if self.clientPort is None:
-            self.clientPort = port
-        elif port != self.clientPort:
+        if self.clientPort is not None and port != self.clientPort:
             self._drop("foreign-port")
             return
         try:
@@ -403,17 +416,20 @@ class UDPAssociation:
         if header.fragment != 0:
             self._drop("fragmented")
             return
-        payload = datagram[header.length :]
         if not header.port:
             self._drop("zero-port")
             return
+        # Only a valid datagram teaches the client's port.
+        self.clientPort = port
+        payload = datagram[header.length :]
         self._resetIdle()
+        destination = normaliseAddress(header.host)
         try:
-            ipaddress.ip_address(header.host)
+            ipaddress.ip_address(destination)
         except ValueError:
             self._sendToName(header.host, header.port, payload)
             return
-        self._sendTo(header.host, header.port, payload)
+        self._sendTo(destination, header.port, payload)
 
     def _sendToName(self, name: str, port: int, payload: bytes) -> None:
         names = self._relay.names

@@ -11,10 +11,10 @@ import ipaddress
 from twisted.trial.unittest import SynchronousTestCase
 
 from socksrelay.wire import (
-    MAX_HANDSHAKE_BUFFER, NEED_DATA, AddressType,
+    MAX_HANDSHAKE_BUFFER, MAX_UDP_PAYLOAD, NEED_DATA, AddressType,
     AuthMethod, Command, Greeting, ProtocolError, Reply, Request,
     SOCKS5ServerConnection, UsernamePassword, encodeAddress, encodeReply,
-    normaliseAddress, selectMethod,
+    encodeUDPHeader, normaliseAddress, parseUDPHeader, selectMethod,
 )
 
 GREETING_NOAUTH = b"\x05\x01\x00"
@@ -478,3 +478,129 @@ class RoundTripTests(SynchronousTestCase):
             event = conn.nextEvent()
             results.append((event.host, event.port))
         self.assertEqual(results, table)
+
+
+class UDPHeaderTests(SynchronousTestCase):
+    """
+    L{socksrelay.wire.parseUDPHeader} and L{socksrelay.wire.encodeUDPHeader}:
+    the C{RSV FRAG ATYP DST.ADDR DST.PORT} header of RFC 1928 section 7.
+    """
+
+    # Headers written out byte by byte, independently of the codec.
+    IPV4 = b"\x00\x00\x00\x01\xc0\x00\x02\x01\x00\x35"
+    IPV6 = b"\x00\x00\x00\x04\x20\x01\x0d\xb8" + b"\x00" * 11 + b"\x01\x01\xbb"
+    IPV4_MAPPED = b"\x00\x00\x00\x04" + b"\x00" * 10 + b"\xff\xff\xc0\x00\x02\x01\x00\x35"
+    NAME = b"\x00\x00\x00\x03\x0bexample.com\x1f\x90"
+    PAYLOAD = b"\x00\x00\x00\x01payload that looks like another header"
+
+    def parse(self, datagram):
+        """Parse C{datagram} and return the header and the payload after it."""
+        header = parseUDPHeader(datagram)
+        return header, datagram[header.length :]
+
+    def test_ipv4(self):
+        """An IPv4 header gives ATYP 1, the address and port, and a length of 10."""
+        header, payload = self.parse(self.IPV4 + self.PAYLOAD)
+        self.assertEqual(
+            (header.fragment, header.addressType, header.host, header.port, header.length),
+            (0, AddressType.IPV4, "192.0.2.1", 53, 10),
+        )
+        self.assertEqual(payload, self.PAYLOAD)
+
+    def test_ipv6(self):
+        """An IPv6 header gives ATYP 4, the address and port, and a length of 22."""
+        header, payload = self.parse(self.IPV6 + self.PAYLOAD)
+        self.assertEqual(
+            (header.fragment, header.addressType, header.host, header.port, header.length),
+            (0, AddressType.IPV6, "2001:db8::1", 443, 22),
+        )
+        self.assertEqual(payload, self.PAYLOAD)
+
+    def test_ipv4MappedIPv6(self):
+        """An IPv4-mapped IPv6 destination is reported as the plain IPv4 address."""
+        header, payload = self.parse(self.IPV4_MAPPED + self.PAYLOAD)
+        self.assertEqual((header.host, header.port, header.length), ("192.0.2.1", 53, 22))
+        self.assertEqual(payload, self.PAYLOAD)
+
+    def test_name(self):
+        """A name header gives ATYP 3, the name and port, and a length of 5 + name + 2."""
+        header, payload = self.parse(self.NAME + self.PAYLOAD)
+        self.assertEqual(
+            (header.fragment, header.addressType, header.host, header.port, header.length),
+            (0, AddressType.DOMAIN, "example.com", 8080, 18),
+        )
+        self.assertEqual(payload, self.PAYLOAD)
+
+    def test_longestName(self):
+        """A 255-byte name is read whole and the payload starts right after its port."""
+        name = LONGEST_NAME.encode("ascii")
+        header, payload = self.parse(b"\x00\x00\x00\x03\xff" + name + b"\x00\x01xyz")
+        self.assertEqual((header.host, header.port, header.length), (LONGEST_NAME, 1, 262))
+        self.assertEqual(payload, b"xyz")
+
+    def test_headerOnly(self):
+        """A header with no payload after it parses, with an empty payload."""
+        for datagram in (self.IPV4, self.IPV6, self.NAME):
+            header, payload = self.parse(datagram)
+            self.assertEqual(header.length, len(datagram))
+            self.assertEqual(payload, b"")
+
+    def test_fragment(self):
+        """The FRAG byte is reported as it was sent."""
+        for frag in (1, 0x7F, 0x80, 0xFF):
+            header, _ = self.parse(b"\x00\x00" + bytes([frag]) + self.IPV4[3:])
+            self.assertEqual(header.fragment, frag)
+
+    def test_truncated(self):
+        """Every datagram shorter than a whole header raises ProtocolError."""
+        for whole in (self.IPV4, self.IPV6, self.NAME):
+            for size in range(len(whole)):
+                self.assertRaises(ProtocolError, parseUDPHeader, whole[:size])
+
+    def test_unknownAddressType(self):
+        """An ATYP other than 1, 3 or 4 raises ProtocolError."""
+        for atyp in (0, 2, 5, 0xFF):
+            datagram = b"\x00\x00\x00" + bytes([atyp]) + self.IPV4[4:] + b"x" * 20
+            self.assertRaises(ProtocolError, parseUDPHeader, datagram)
+
+    def test_emptyName(self):
+        """A name of length zero raises ProtocolError."""
+        self.assertRaises(ProtocolError, parseUDPHeader, b"\x00\x00\x00\x03\x00\x00\x35data")
+
+    def test_invalidUTF8Name(self):
+        """A name that is not UTF-8 raises ProtocolError."""
+        datagram = b"\x00\x00\x00\x03\x04ab\xff\xfe\x00\x35data"
+        self.assertRaises(ProtocolError, parseUDPHeader, datagram)
+
+    def test_nulInName(self):
+        """A name holding a NUL byte raises ProtocolError."""
+        datagram = b"\x00\x00\x00\x03\x04ab\x00c\x00\x35data"
+        self.assertRaises(ProtocolError, parseUDPHeader, datagram)
+
+    def test_encodeIPv4(self):
+        """An IPv4 source encodes as RSV 0, FRAG 0, ATYP 1, four bytes and the port."""
+        self.assertEqual(encodeUDPHeader("192.0.2.1", 53), self.IPV4)
+
+    def test_encodeIPv4Mapped(self):
+        """An IPv4-mapped IPv6 source encodes as ATYP 1 with the IPv4 address."""
+        self.assertEqual(encodeUDPHeader("::ffff:192.0.2.1", 53), self.IPV4)
+
+    def test_encodeIPv6(self):
+        """An IPv6 source encodes as RSV 0, FRAG 0, ATYP 4, sixteen bytes and the port."""
+        self.assertEqual(encodeUDPHeader("2001:db8::1", 443), self.IPV6)
+
+    def test_roundTrip(self):
+        """What encodeUDPHeader writes, parseUDPHeader reads back, with the right length."""
+        table = [("0.0.0.0", 0), ("203.0.113.9", 65535), ("::1", 1), ("fe80::1", 5353)]
+        for host, port in table:
+            encoded = encodeUDPHeader(host, port)
+            header, payload = self.parse(encoded + b"payload")
+            self.assertEqual(
+                (header.fragment, header.host, header.port, header.length),
+                (0, host, port, len(encoded)),
+            )
+            self.assertEqual(payload, b"payload")
+
+    def test_maxPayload(self):
+        """MAX_UDP_PAYLOAD is the largest UDP payload over IPv4: 65535 - 20 - 8."""
+        self.assertEqual(MAX_UDP_PAYLOAD, 65507)
