@@ -26,6 +26,7 @@ MAX_HEADERS = 100
 
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _VERSION = re.compile(rb"^HTTP/1\.[01]$")
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
 
 
 def httpResponse(
@@ -102,7 +103,11 @@ def parseAuthority(target: str) -> tuple[str, int]:
         host, colon, portText = target.rpartition(":")
         if not colon or ":" in host:
             raise badRequest(f"bad CONNECT target {target!r}")
-    if not host or not portText.isdigit() or not 0 < int(portText) < 65536:
+    if (
+        not host
+        or not (portText.isascii() and portText.isdigit())
+        or not 0 < int(portText) < 65536
+    ):
         raise badRequest(f"bad CONNECT target {target!r}")
     return host, int(portText)
 
@@ -199,11 +204,11 @@ class HTTPServerConnection:
 
     def _parse(self) -> HTTPRequestHead | _NeedData:
         buf = self._buffer
-        end = buf.find(b"\r\n\r\n", 0, MAX_HEAD)
-        size = end + 4
-        if end < 0:
-            end = buf.find(b"\n\n", 0, MAX_HEAD)
-            size = end + 2
+        # The head ends at its first empty line; lines may end in CRLF or in
+        # a bare LF (RFC 9112 section 2.2), even mixed.
+        match = _HEAD_END.search(buf, 0, MAX_HEAD)
+        end = -1 if match is None else match.start()
+        size = 0 if match is None else match.end()
         if end < 0:
             if len(buf) >= MAX_HEAD:
                 raise badRequest(
