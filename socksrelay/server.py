@@ -107,6 +107,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     _readPaused = False
     _clientEOF = False
     _association: Any = None
+    _bindCleanup: Callable[[], None] | None = None
 
     def callLater(self, period: float, func: Callable[[], None]) -> Any:
         """
@@ -138,7 +139,6 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         if self._ending or self._association is not None:
             # A UDP association's control connection carries nothing more.
             return
-            return
         try:
             self._codec.receiveData(data)
             self._processEvents()
@@ -167,7 +167,15 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             RelayEnd.readConnectionLost(self)
             return
         if self._association is not None:
+            self._association.close()
             self._end("client closed the UDP control connection")
+            return
+        if self._bindCleanup is not None and not self._ending:
+            # Waiting for BIND's peer: an EOF cannot be told from a client
+            # that has gone, so the BIND ends and its port closes at once.
+            cleanup, self._bindCleanup = self._bindCleanup, None
+            cleanup()
+            self._end("client closed while waiting for the BIND peer")
             return
         self._clientEOF = True
         if not self._waiting and not self._ending:
@@ -325,7 +333,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         try:
             association = relay.associate(
                 normaliseAddress(peerHost or ""),
-                normaliseAddress(localHost) if localHost else None,
+                localHost,
                 request.host,
                 request.port,
                 self.session,
@@ -342,12 +350,64 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self.transport.write(encodeReply(Reply.SUCCEEDED, host, port))  # type: ignore[union-attr]
 
     def _udpIdle(self) -> None:
+        self._association.close()
         self._end("UDP idle timeout")
 
     # -- BIND (socksrelay.bind) --------------------------------------------
 
     def _bind(self, request: Request) -> None:
-        raise NotImplementedError("BIND lands with issue 4")
+        """
+        Listen for the peer named by the request (L{socksrelay.bind}).  The
+        client keeps being read while it waits, as for a connect: early
+        bytes are kept for the relay, but an EOF ends the BIND (see
+        L{readConnectionLost}).
+        """
+        from socksrelay.bind import Binding
+
+        factory = self.factory
+        self._waiting = True
+        local = self.transport.getHost()  # type: ignore[union-attr]
+        binding = Binding(
+            factory.bindOptions,
+            factory.reactor,
+            factory.nameResolver or getattr(factory.reactor, "nameResolver", None),
+            factory.closeTimeout,
+            getattr(local, "host", None),
+            request.host,
+            self.session,
+            onListening=self._bindListening,
+            onConnected=self._bindConnected,
+            onFailed=self._bindFailed,
+        )
+        self._bindCleanup = binding.close
+        binding.start()
+
+    def _bindListening(self, host: str, port: int) -> None:
+        """
+        BIND's first reply: where the peer should connect.
+        """
+        self.session.reply = int(Reply.SUCCEEDED)
+        self.transport.write(  # type: ignore[union-attr]
+            encodeReply(Reply.SUCCEEDED, host, port)
+        )
+
+    def _bindConnected(self, inbound: RelayEnd) -> None:
+        """
+        BIND's second reply, naming the peer that connected; then the relay.
+        """
+        if self._lost or self._ending:
+            inbound.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        peer = inbound.transport.getPeer()  # type: ignore[union-attr]
+        self.transport.write(  # type: ignore[union-attr]
+            encodeReply(Reply.SUCCEEDED, normaliseAddress(peer.host), peer.port)
+        )
+        self._startRelay(inbound)
+
+    def _bindFailed(self, reply: Reply, reason: str) -> None:
+        self._waiting = False
+        if not (self._lost or self._ending):
+            self._replyAndEnd(reply, reason)
 
     def _replyAndEnd(self, reply: Reply, reason: str) -> None:
         self.session.reply = int(reply)
@@ -442,6 +502,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             d.cancel()
         if self._association is not None:
             self._association.close()
+        if self._bindCleanup is not None:
+            cleanup, self._bindCleanup = self._bindCleanup, None
+            cleanup()
         if self._logout is not None:
             logout, self._logout = self._logout, None
             logout()
@@ -475,6 +538,12 @@ class SOCKS5ServerFactory(Factory):
     @param handshakeTimeout: seconds from accept until the request is in.
     @param connectTimeout: seconds the outbound connection may take.
     @param closeTimeout: seconds a closing side may take to flush.
+    @param udpOptions: L{socksrelay.udp.UDPOptions} for UDP ASSOCIATE;
+        C{None} (the default) means C{UDPOptions()}: enabled with its default
+        options.  Pass C{False} to refuse UDP ASSOCIATE (reply 0x07).
+    @param bindOptions: L{socksrelay.bind.BindOptions} for BIND; C{None}
+        (the default) means C{BindOptions()}: BIND enabled with its default
+        options.  Pass C{False} to refuse BIND (reply 0x07).
     """
 
     protocol = SOCKS5ServerProtocol
@@ -504,16 +573,23 @@ class SOCKS5ServerFactory(Factory):
         self.connectTimeout = connectTimeout
         self.closeTimeout = closeTimeout
         #: L{socksrelay.udp.UDPOptions}, or C{None}: UDP ASSOCIATE refused.
-        self.udpOptions = udpOptions
+        self.udpOptions: Any = None
         self.udpRelay: Any = None
-        if udpOptions is not None:
-            from socksrelay.udp import UDPRelay
+        if udpOptions is not False:
+            from socksrelay.udp import UDPOptions, UDPRelay
 
+            self.udpOptions = udpOptions or UDPOptions()
             self.udpRelay = UDPRelay(
-                udpOptions, reactor, nameResolver or reactor.nameResolver
+                self.udpOptions, reactor, nameResolver or reactor.nameResolver
             )
         #: L{socksrelay.bind.BindOptions}, or C{None}: BIND refused.
-        self.bindOptions = bindOptions
+        self.bindOptions: Any = None
+        if bindOptions is None:
+            from socksrelay.bind import BindOptions
+
+            self.bindOptions = BindOptions()
+        elif bindOptions is not False:
+            self.bindOptions = bindOptions
 
     def defaultEndpoint(self, host: str, port: int) -> IStreamClientEndpoint:
         """

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from socksrelay.auth import SOCKSRealm
+from socksrelay.bind import BindOptions, parseAdvertiseAddress
 from socksrelay.relay import describeAddress
 from socksrelay.server import SOCKS5ServerFactory
 from socksrelay.udp import UDPOptions
@@ -132,6 +133,30 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             30.0,
             "Seconds the outbound connection to a destination may take before "
             "the client gets reply 0x06 (TTL expired).",
+            _positiveFloat,
+        ],
+        [
+            "bind-ports",
+            None,
+            None,
+            "LOW-HIGH: take BIND listening ports from this range (for "
+            "firewalls and containers). Default: any free port.",
+            parsePortRange,
+        ],
+        [
+            "bind-advertise",
+            None,
+            None,
+            "The IP address to put in BIND's first reply instead of the "
+            "address the client's connection arrived on (for NAT).",
+            parseAdvertiseAddress,
+        ],
+        [
+            "bind-timeout",
+            None,
+            120.0,
+            "Seconds BIND waits for the expected peer to connect before the "
+            "client gets reply 0x06 (TTL expired).",
             _positiveFloat,
         ],
         [
@@ -294,6 +319,11 @@ def makeFactory(config: Options, reactor: Any) -> SOCKS5ServerFactory:
         nameResolver=nameResolver,
         handshakeTimeout=config["handshake-timeout"],
         connectTimeout=config["connect-timeout"],
+        bindOptions=BindOptions(
+            ports=config["bind-ports"],
+            advertise=config["bind-advertise"],
+            timeout=config["bind-timeout"],
+        ),
         udpOptions=UDPOptions(
             ports=config["udp-ports"],
             advertise=config["udp-advertise"],

@@ -826,15 +826,22 @@ class UnsupportedRequestTests(SynchronousTestCase):
 
     def test_bind(self) -> None:
         """
-        BIND gets reply 0x07.
+        BIND gets reply 0x07 from a factory made with C{bindOptions=False}.
         """
-        self.assertRefused(request("192.0.2.1", 80, command=0x02), 0x07)
+        h = ProxyHarness(bindOptions=False)
+        h.send(greeting(NO_AUTH) + request("192.0.2.1", 80, command=0x02))
+        self.assertEqual(h.received(), b"\x05\x00" + errorReply(0x07))
+        self.assertTrue(h.transport.disconnecting)
 
     def test_udpAssociate(self) -> None:
         """
-        UDP ASSOCIATE gets reply 0x07.
+        UDP ASSOCIATE gets reply 0x07 from a factory made with
+        C{udpOptions=False}.
         """
-        self.assertRefused(request("0.0.0.0", 0, command=0x03), 0x07)
+        h = ProxyHarness(udpOptions=False)
+        h.send(greeting(NO_AUTH) + request("0.0.0.0", 0, command=0x03))
+        self.assertEqual(h.received(), b"\x05\x00" + errorReply(0x07))
+        self.assertTrue(h.transport.disconnecting)
 
     def test_unknownCommand(self) -> None:
         """
@@ -1244,7 +1251,7 @@ class SessionLogTests(SynchronousTestCase):
         A session refused for its command is logged once with the command
         and reply 0x07.
         """
-        h = ProxyHarness()
+        h = ProxyHarness(bindOptions=False)
         h.send(greeting(NO_AUTH) + request("192.0.2.1", 80, command=0x02))
         h.clientLost()
         [event] = sessionEvents(self.observer)

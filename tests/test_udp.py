@@ -364,13 +364,27 @@ class AssociateReplyTests(SynchronousTestCase):
         self.assertTrue(c.transport.disconnecting)
         self.assertEqual(h.reactor.udpPorts, [])
 
-    def test_notEnabled(self) -> None:
+    def test_enabledByDefault(self) -> None:
         """
-        A factory without UDP options answers UDP ASSOCIATE with 0x07 and
-        opens no socket.
+        A factory made without UDP options relays UDP with the defaults.
         """
         reactor = UDPMemoryReactor()
         factory = SOCKS5ServerFactory(reactor=reactor)
+        protocol = factory.buildProtocol(PEER)
+        transport = RecordingTransport(hostAddress=LOCAL, peerAddress=PEER)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(greeting(0x00) + request("0.0.0.0", 0, command=UDP_ASSOCIATE))
+        self.assertEqual(transport.value()[:4], b"\x05\x00\x05\x00")
+        self.assertEqual(len(reactor.udpPorts), 1)
+        self.assertEqual(factory.udpRelay.options.idleTimeout, 120.0)
+
+    def test_notEnabled(self) -> None:
+        """
+        A factory made with C{udpOptions=False} answers UDP ASSOCIATE with
+        0x07 and opens no socket.
+        """
+        reactor = UDPMemoryReactor()
+        factory = SOCKS5ServerFactory(reactor=reactor, udpOptions=False)
         protocol = factory.buildProtocol(PEER)
         transport = RecordingTransport(hostAddress=LOCAL, peerAddress=PEER)
         protocol.makeConnection(transport)
