@@ -17,7 +17,7 @@ import binascii
 import re
 from dataclasses import dataclass
 
-from socksrelay.wire import NEED_DATA, ProtocolError, _NeedData
+from socksrelay.wire import NEED_DATA, ProtocolError, SingleRequestCodec, _NeedData
 
 #: The largest request head (request line and headers) accepted.
 MAX_HEAD = 16 * 1024
@@ -139,23 +139,13 @@ def looksLikeHTTP(firstByte: int) -> bool:
     return 0x41 <= firstByte <= 0x5A
 
 
-class HTTPServerConnection:
+class HTTPServerConnection(SingleRequestCodec):
     """
     Reads one request head; the bytes after it are kept for L{leftover}.
     """
 
     def __init__(self, maxEarlyData: int = 256 * 1024) -> None:
-        self._buffer = bytearray()
-        self._done = False
-        self._closed = False
-        self._maxBuffer = MAX_HEAD + maxEarlyData
-
-    @property
-    def buffered(self) -> int:
-        """
-        How many received bytes are held, not yet parsed or handed out.
-        """
-        return len(self._buffer)
+        super().__init__(MAX_HEAD + maxEarlyData)
 
     @property
     def state(self) -> str:
@@ -164,43 +154,8 @@ class HTTPServerConnection:
         """
         return "done" if self._done else "request head"
 
-    def receiveData(self, data: bytes) -> None:
-        """
-        Add bytes received from the client.
-
-        @raise ProtocolError: if more bytes arrived than allowed.
-        """
-        if self._closed:
-            return
-        self._buffer += data
-        if len(self._buffer) > self._maxBuffer:
-            self._closed = True
-            raise badRequest("request too large", 431, "Request Header Fields Too Large")
-
-    def leftover(self) -> bytes:
-        """
-        Return, and forget, the bytes received after the request head.
-        """
-        if not self._done:
-            raise RuntimeError("no request head parsed yet")
-        data = bytes(self._buffer)
-        self._buffer.clear()
-        return data
-
-    def nextEvent(self) -> HTTPRequestHead | _NeedData:
-        """
-        Parse the request head, if it has all arrived.
-
-        @raise ProtocolError: on malformed or oversized input, with the HTTP
-            error response to send.
-        """
-        if self._done or self._closed:
-            return NEED_DATA
-        try:
-            return self._parse()
-        except ProtocolError:
-            self._closed = True
-            raise
+    def _overflow(self) -> ProtocolError:
+        return badRequest("request too large", 431, "Request Header Fields Too Large")
 
     def _parse(self) -> HTTPRequestHead | _NeedData:
         buf = self._buffer

@@ -19,7 +19,7 @@ import enum
 import ipaddress
 import struct
 from dataclasses import dataclass, field
-from typing import Iterable, Union
+from typing import Any, Iterable, Union
 
 
 class AuthMethod(enum.IntEnum):
@@ -258,7 +258,112 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class SOCKS5ServerConnection:
+class BufferedCodec:
+    """
+    The plumbing every codec here shares: received bytes go into a buffer
+    with a hard cap, L{nextEvent} parses the next message out of it, and the
+    bytes that follow the last message are kept for L{leftover}.
+
+    Subclasses provide C{_parse}, C{done}, C{closed}, C{_markClosed} and may
+    override C{_overflow}.
+    """
+
+    def __init__(self, maxBuffer: int) -> None:
+        self._buffer = bytearray()
+        self._maxBuffer = maxBuffer
+
+    @property
+    def buffered(self) -> int:
+        """
+        How many received bytes are held, not yet parsed or handed out.
+        """
+        return len(self._buffer)
+
+    @property
+    def done(self) -> bool:
+        """
+        Whether the last message has been parsed.
+        """
+        raise NotImplementedError()
+
+    @property
+    def closed(self) -> bool:
+        """
+        Whether the codec refused its input (and now ignores any more).
+        """
+        raise NotImplementedError()
+
+    def _markClosed(self) -> None:
+        raise NotImplementedError()
+
+    def _overflow(self) -> ProtocolError:
+        return ProtocolError("too much data before the request was answered")
+
+    def _parse(self) -> Any:
+        raise NotImplementedError()
+
+    def receiveData(self, data: bytes) -> None:
+        """
+        Add bytes received from the client.
+
+        @raise ProtocolError: if more bytes arrived than the codec allows.
+        """
+        if self.closed:
+            return
+        self._buffer += data
+        if len(self._buffer) > self._maxBuffer:
+            self._markClosed()
+            raise self._overflow()
+
+    def nextEvent(self) -> Any:
+        """
+        Parse the next message, if the buffer holds a whole one.
+
+        @return: an event, or L{NEED_DATA}.
+        @raise ProtocolError: on malformed input; the codec is then closed.
+        """
+        if self.done or self.closed:
+            return NEED_DATA
+        try:
+            return self._parse()
+        except ProtocolError:
+            self._markClosed()
+            raise
+
+    def leftover(self) -> bytes:
+        """
+        Return, and forget, the bytes received after the last message.
+
+        @raise RuntimeError: if the last message has not been parsed yet.
+        """
+        if not self.done:
+            raise RuntimeError("no request parsed yet")
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
+
+class SingleRequestCodec(BufferedCodec):
+    """
+    A L{BufferedCodec} that reads exactly one message.
+    """
+
+    _done = False
+    _closed = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _markClosed(self) -> None:
+        self._closed = True
+
+
+class SOCKS5ServerConnection(BufferedCodec):
     """
     The server side of a SOCKS5 handshake, from the first byte to the request.
 
@@ -277,15 +382,8 @@ class SOCKS5ServerConnection:
     """
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        super().__init__(MAX_HANDSHAKE_BUFFER)
         self._state = _State.GREETING
-
-    @property
-    def buffered(self) -> int:
-        """
-        How many received bytes are held, not yet parsed or handed out.
-        """
-        return len(self._buffer)
 
     @property
     def state(self) -> str:
@@ -294,36 +392,24 @@ class SOCKS5ServerConnection:
         """
         return self._state.value
 
-    def receiveData(self, data: bytes) -> None:
-        """
-        Add bytes received from the client.
+    @property
+    def done(self) -> bool:
+        return self._state is _State.DONE
 
-        @raise ProtocolError: if more bytes arrived than the handshake allows.
-        """
-        if self._state is _State.CLOSED:
-            return
-        self._buffer += data
-        if len(self._buffer) > MAX_HANDSHAKE_BUFFER:
-            self._state = _State.CLOSED
-            raise ProtocolError("too much data before the request was answered")
+    @property
+    def closed(self) -> bool:
+        return self._state is _State.CLOSED
 
-    def nextEvent(self) -> Event | _NeedData:
-        """
-        Parse the next message, if the buffer holds a whole one.
+    def _markClosed(self) -> None:
+        self._state = _State.CLOSED
 
-        @return: an event, or L{NEED_DATA}.
-        @raise ProtocolError: on malformed input; the connection is then over.
-        """
-        try:
-            if self._state is _State.GREETING:
-                return self._parseGreeting()
-            if self._state is _State.AUTH:
-                return self._parseAuth()
-            if self._state is _State.REQUEST:
-                return self._parseRequest()
-        except ProtocolError:
-            self._state = _State.CLOSED
-            raise
+    def _parse(self) -> Event | _NeedData:
+        if self._state is _State.GREETING:
+            return self._parseGreeting()
+        if self._state is _State.AUTH:
+            return self._parseAuth()
+        if self._state is _State.REQUEST:
+            return self._parseRequest()
         return NEED_DATA
 
     def chooseMethod(self, method: AuthMethod | int) -> bytes:
@@ -350,15 +436,6 @@ class SOCKS5ServerConnection:
         self._expect(_State.AUTH_PENDING)
         self._state = _State.REQUEST if success else _State.CLOSED
         return encodeAuthStatus(success)
-
-    def leftover(self) -> bytes:
-        """
-        Return, and forget, the bytes received after the request.
-        """
-        self._expect(_State.DONE)
-        data = bytes(self._buffer)
-        self._buffer.clear()
-        return data
 
     def _expect(self, state: _State) -> None:
         if self._state is not state:

@@ -17,7 +17,13 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from socksrelay.wire import NEED_DATA, ProtocolError, _NeedData, normaliseAddress
+from socksrelay.wire import (
+    NEED_DATA,
+    ProtocolError,
+    SingleRequestCodec,
+    _NeedData,
+    normaliseAddress,
+)
 
 SOCKS4_VERSION = 0x04
 #: The longest USERID or 4a host name accepted (without its NUL).
@@ -81,24 +87,14 @@ def encodeReply4(reply: Reply4 | int, host: str | None = None, port: int = 0) ->
     return bytes([0x00, int(reply)]) + struct.pack("!H", port) + packed
 
 
-class SOCKS4ServerConnection:
+class SOCKS4ServerConnection(SingleRequestCodec):
     """
     The server side of a SOCKS4/4a request: bytes in, one L{SOCKS4Request}
     out, and the bytes that followed it kept for L{leftover}.
     """
 
     def __init__(self, maxEarlyData: int = 256 * 1024) -> None:
-        self._buffer = bytearray()
-        self._done = False
-        self._closed = False
-        self._maxBuffer = HEADER + 2 * (MAX_FIELD + 1) + maxEarlyData
-
-    @property
-    def buffered(self) -> int:
-        """
-        How many received bytes are held, not yet parsed or handed out.
-        """
-        return len(self._buffer)
+        super().__init__(HEADER + 2 * (MAX_FIELD + 1) + maxEarlyData)
 
     @property
     def state(self) -> str:
@@ -106,43 +102,6 @@ class SOCKS4ServerConnection:
         A short text naming the phase, for logs.
         """
         return "done" if self._done else "request"
-
-    def receiveData(self, data: bytes) -> None:
-        """
-        Add bytes received from the client.
-
-        @raise ProtocolError: if more bytes arrived than a request allows.
-        """
-        if self._closed:
-            return
-        self._buffer += data
-        if len(self._buffer) > self._maxBuffer:
-            self._closed = True
-            raise ProtocolError("too much data before the request was answered")
-
-    def nextEvent(self) -> SOCKS4Request | _NeedData:
-        """
-        Parse the request, if the buffer holds all of it.
-
-        @raise ProtocolError: on malformed input, with the reply to send.
-        """
-        if self._done or self._closed:
-            return NEED_DATA
-        try:
-            return self._parse()
-        except ProtocolError:
-            self._closed = True
-            raise
-
-    def leftover(self) -> bytes:
-        """
-        Return, and forget, the bytes received after the request.
-        """
-        if not self._done:
-            raise RuntimeError("no request parsed yet")
-        data = bytes(self._buffer)
-        self._buffer.clear()
-        return data
 
     def _refuse(self, message: str) -> ProtocolError:
         return ProtocolError(

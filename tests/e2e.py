@@ -1144,3 +1144,39 @@ class UDPAssociation:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------
+# Dante's socksify
+# --------------------------------------------------------------------------
+
+
+def socksifySetup(
+    directory: str, proxyPort: int, commands: str
+) -> tuple[str, dict[str, str]]:
+    """
+    Write a Dante client configuration in C{directory} that routes every
+    destination (loopback included) through the proxy on 127.0.0.1
+    C{proxyPort} with SOCKS5 and no authentication, for C{commands} (e.g.
+    C{"udpassociate connect"}).
+
+    @return: the path of C{socksify} and the environment to run it with.
+    @raise AssertionError: if socksify (Debian dante-client) is missing.
+    """
+    socksify = shutil.which("socksify")
+    if socksify is None:
+        raise AssertionError("socksify (Debian dante-client) is not installed")
+    conf = os.path.join(directory, "dante.conf")
+    with open(conf, "w") as f:
+        f.write(
+            "logoutput: stderr\n"
+            "route {\n"
+            f"    from: 0.0.0.0/0 to: 0.0.0.0/0 via: 127.0.0.1 port = {proxyPort}\n"
+            "    proxyprotocol: socks_v5\n"
+            "    method: none\n"
+            f"    command: {commands}\n"
+            "}\n"
+        )
+    # Without this, Dante's library sends loopback destinations directly.
+    env = cleanEnvironment({"SOCKS_CONF": conf, "SOCKS_AUTOADD_LANROUTES": "no"})
+    return socksify, env

@@ -14,16 +14,15 @@ import os
 import queue
 import random
 import re
-import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 
 from tests.e2e import (
+    socksifySetup,
     LOOPBACK_V4,
     REP_GENERAL_FAILURE,
     REP_SUCCEEDED,
@@ -32,7 +31,6 @@ from tests.e2e import (
     SOCKS5Session,
     SOCKSReply,
     abortSocket,
-    cleanEnvironment,
     encodeRequest,
     readReply,
     recvExactly,
@@ -425,26 +423,13 @@ class SocksifyBindTests(BindTestCase):
         connects there is accepted by the program, which echoes its line in
         upper case and half-closes; the proxy logs the BIND with that peer.
         """
-        socksify = shutil.which("socksify")
-        self.assertIsNotNone(socksify, "socksify (Debian dante-client) is not installed")
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
-        conf = os.path.join(tmp.name, "dante.conf")
-        with open(conf, "w") as f:
-            f.write(textwrap.dedent(f"""\
-                logoutput: stderr
-                route {{
-                    from: 0.0.0.0/0 to: 0.0.0.0/0 via: 127.0.0.1 port = {self.proxy.port}
-                    proxyprotocol: socks_v5
-                    method: none
-                    command: bind connect
-                }}
-                """))
+        socksify, env = socksifySetup(tmp.name, self.proxy.port, "bind connect")
         program = os.path.join(tmp.name, "bindaccept.py")
         with open(program, "w") as f:
             f.write(BIND_PROGRAM)
         mark = self.proxy.mark()
-        env = cleanEnvironment({"SOCKS_CONF": conf, "SOCKS_AUTOADD_LANROUTES": "no"})
         errorPath = os.path.join(tmp.name, "stderr")
         with open(errorPath, "wb") as errors:
             proc = subprocess.Popen(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,12 +21,12 @@ import time
 import socks
 
 from tests.e2e import (
+    socksifySetup,
     ATYP_IPV4,
     LOOPBACK_V4,
     ProxyTestCase,
     UDPAssociation,
     UDPEchoServer,
-    cleanEnvironment,
     encodeUDPHeader,
     parseUDPDatagram,
     requireIPv6Loopback,
@@ -118,20 +117,9 @@ class RealClientTests(UDPBase):
         outbound socket (not from the program's own socket), and the echo
         comes back to the program.
         """
-        socksify = shutil.which("socksify")
-        self.assertIsNotNone(socksify, "socksify (Debian dante-client) is not installed")
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
-        conf = os.path.join(tmp.name, "dante.conf")
-        with open(conf, "w") as f:
-            f.write(textwrap.dedent(f"""\
-                route {{
-                    from: 0.0.0.0/0 to: 0.0.0.0/0 via: 127.0.0.1 port = {self.proxy.port}
-                    proxyprotocol: socks_v5
-                    method: none
-                    command: udpassociate connect
-                }}
-                """))
+        socksify, env = socksifySetup(tmp.name, self.proxy.port, "udpassociate connect")
         program = os.path.join(tmp.name, "udpclient.py")
         with open(program, "w") as f:
             f.write(textwrap.dedent("""\
@@ -143,9 +131,6 @@ class RealClientTests(UDPBase):
                 print("ANSWER", data.decode(), source[0], source[1], s.getsockname()[1])
                 """))
         mark = self.proxy.mark()
-        env = cleanEnvironment(
-            {"SOCKS_CONF": conf, "SOCKS_AUTOADD_LANROUTES": "no"}
-        )
         result = subprocess.run(
             [socksify, sys.executable, program, str(self.echo.port)],
             capture_output=True,

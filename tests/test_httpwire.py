@@ -11,6 +11,8 @@ import base64
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.codectools import SingleRequestCodecTestsMixin
+
 from socksrelay.httpwire import (
     MAX_HEAD,
     MAX_HEADERS,
@@ -165,33 +167,16 @@ class FramingTests(SynchronousTestCase):
         self.assertEqual(conn.nextEvent(), CONNECT_EVENT)
         self.assertEqual(conn.leftover(), b"\x16\x03\x01")
 
-    def test_leftoverForgets(self):
-        """leftover() returns bytes once, then only bytes received since."""
-        conn = HTTPServerConnection()
-        conn.receiveData(CONNECT + b"one")
-        conn.nextEvent()
-        self.assertEqual(conn.leftover(), b"one")
-        conn.receiveData(b"two")
-        self.assertEqual(conn.leftover(), b"two")
 
-    def test_leftoverBeforeHead(self):
-        """leftover() before a head was parsed raises RuntimeError."""
-        conn = HTTPServerConnection()
-        self.assertRaises(RuntimeError, conn.leftover)
-        conn.receiveData(CONNECT[:-1])
-        self.assertIs(conn.nextEvent(), NEED_DATA)
-        self.assertRaises(RuntimeError, conn.leftover)
 
-    def test_stateAndBuffered(self):
-        """state names the phase and buffered counts the bytes not handed out."""
-        conn = HTTPServerConnection()
-        self.assertEqual((conn.state, conn.buffered), ("request head", 0))
-        conn.receiveData(CONNECT + b"xyz")
-        self.assertEqual(conn.buffered, len(CONNECT) + 3)
-        conn.nextEvent()
-        self.assertEqual((conn.state, conn.buffered), ("done", 3))
-        conn.leftover()
-        self.assertEqual(conn.buffered, 0)
+
+
+class SharedPlumbingTests(SingleRequestCodecTestsMixin, SynchronousTestCase):
+    """The buffer plumbing shared with the other single-request codecs."""
+
+    codecFactory = HTTPServerConnection
+    message = CONNECT
+    requestState = "request head"
 
 
 class HeaderTests(SynchronousTestCase):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.codectools import SingleRequestCodecTestsMixin
+
 from socksrelay.wire import NEED_DATA, ProtocolError
 from socksrelay.wire4 import (
     Command4,
@@ -209,33 +211,16 @@ class IncrementalTests(SynchronousTestCase):
         conn.receiveData(b"\x04\x01\x1f\x90\x0a\x00\x00\x01\x00")
         self.assertEqual(conn.nextEvent().port, 8080)
 
-    def test_leftoverForgets(self):
-        """leftover() returns bytes once, then only bytes received since."""
-        conn = SOCKS4ServerConnection()
-        conn.receiveData(CONNECT_IPV4 + b"one")
-        conn.nextEvent()
-        self.assertEqual(conn.leftover(), b"one")
-        conn.receiveData(b"two")
-        self.assertEqual(conn.leftover(), b"two")
 
-    def test_leftoverBeforeRequest(self):
-        """leftover() before a request was parsed raises RuntimeError."""
-        conn = SOCKS4ServerConnection()
-        self.assertRaises(RuntimeError, conn.leftover)
-        conn.receiveData(CONNECT_4A[:-1])
-        self.assertIs(conn.nextEvent(), NEED_DATA)
-        self.assertRaises(RuntimeError, conn.leftover)
 
-    def test_stateAndBuffered(self):
-        """state names the phase and buffered counts the bytes not handed out."""
-        conn = SOCKS4ServerConnection()
-        self.assertEqual((conn.state, conn.buffered), ("request", 0))
-        conn.receiveData(CONNECT_IPV4 + b"xyz")
-        self.assertEqual(conn.buffered, len(CONNECT_IPV4) + 3)
-        conn.nextEvent()
-        self.assertEqual((conn.state, conn.buffered), ("done", 3))
-        conn.leftover()
-        self.assertEqual(conn.buffered, 0)
+
+
+class SharedPlumbingTests(SingleRequestCodecTestsMixin, SynchronousTestCase):
+    """The buffer plumbing shared with the other single-request codecs."""
+
+    codecFactory = SOCKS4ServerConnection
+    message = CONNECT_4A
+    requestState = "request"
 
 
 class FieldLengthTests(SynchronousTestCase):
