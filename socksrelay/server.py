@@ -18,7 +18,7 @@ from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import Portal
 from twisted.internet import error
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -31,6 +31,20 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from socksrelay.auth import methodPreference
+from socksrelay.dialects import (
+    HTTPDialect,
+    SOCKS4Dialect,
+    SOCKS5Dialect,
+    proxyAuthenticationRequired,
+)
+from socksrelay.httpwire import (
+    HTTPRequestHead,
+    HTTPServerConnection,
+    looksLikeHTTP,
+    parseAuthority,
+    parseBasicCredentials,
+)
+from socksrelay.wire4 import Command4, SOCKS4Request, SOCKS4ServerConnection
 from socksrelay.interfaces import ISOCKSUser
 from socksrelay.relay import OutboundFactory, OutboundProtocol, RelayEnd
 from socksrelay.relay import describeAddress, splice
@@ -45,7 +59,6 @@ from socksrelay.wire import (
     Request,
     SOCKS5ServerConnection,
     UsernamePassword,
-    encodeReply,
     normaliseAddress,
     selectMethod,
 )
@@ -95,7 +108,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     factory: "SOCKS5ServerFactory"
     _log = Logger()
 
-    _codec: SOCKS5ServerConnection
+    _codec: Any = None
+    _dialect: Any = None
+    _forward: Any = None
     session: Session
     avatar: Any = None
     _logout: Callable[[], None] | None = None
@@ -121,7 +136,6 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self.closeTimeout = factory.closeTimeout
         self.onClose = self._sideClosed
         self.onEOF = self._sideEOF
-        self._codec = SOCKS5ServerConnection()
         self.session = Session(
             reactor=factory.reactor,
             client=describeAddress(self.transport.getPeer()),  # type: ignore[union-attr]
@@ -136,8 +150,14 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         if self.peer is not None:
             self.relayData(data)
             return
+        if self._forward is not None:
+            self.bytesIn += len(data)
+            self._forward.dataReceived(data)
+            return
         if self._ending or self._association is not None:
             # A UDP association's control connection carries nothing more.
+            return
+        if self._codec is None and not self._detect(data[0]):
             return
         try:
             self._codec.receiveData(data)
@@ -170,6 +190,18 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             self._association.close()
             self._end("client closed the UDP control connection")
             return
+        if self._forward is not None:
+            # The client sends no more requests: close once the response in
+            # progress (if any) is finished.
+            self.session.noteClose("client EOF")
+            pending = getattr(self._forward, "requests", None)
+            if pending:
+                pending[-1].notifyFinish().addBoth(
+                    lambda _: self.transport.loseConnection()  # type: ignore[union-attr]
+                )
+            else:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+            return
         if self._bindCleanup is not None and not self._ending:
             # Waiting for BIND's peer: an EOF cannot be told from a client
             # that has gone, so the BIND ends and its port closes at once.
@@ -194,6 +226,32 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
                 self._authenticate(event)
             elif isinstance(event, Request):
                 self._request(event)
+            elif isinstance(event, SOCKS4Request):
+                self._socks4Request(event)
+            elif isinstance(event, HTTPRequestHead):
+                self._httpRequest(event)
+
+    def _detect(self, first: int) -> bool:
+        """
+        Tell the protocol by the connection's first byte: 0x05 SOCKS5, 0x04
+        SOCKS4/4a, an upper-case letter an HTTP method.
+        """
+        if first == 0x05:
+            name, codec, dialect = "socks5", SOCKS5ServerConnection(), SOCKS5Dialect()
+        elif first == 0x04:
+            name, codec, dialect = "socks4", SOCKS4ServerConnection(), SOCKS4Dialect()
+        elif looksLikeHTTP(first):
+            name, codec, dialect = "http", HTTPServerConnection(), HTTPDialect()
+        else:
+            self.session.protocol = None
+            self._end(f"unknown protocol: first byte 0x{first:02x}")
+            return False
+        self.session.protocol = name
+        if name not in self.factory.protocols:
+            self._end(f"protocol {name} is not enabled")
+            return False
+        self._codec, self._dialect = codec, dialect
+        return True
 
     def _refuse(self, e: ProtocolError) -> None:
         if e.response:
@@ -213,7 +271,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def timeoutConnection(self) -> None:
-        self._end(f"handshake timeout in {self._codec.state}")
+        state = "the first byte" if self._codec is None else self._codec.state
+        self._end(f"handshake timeout in {state}")
 
     def _greeting(self, greeting: Greeting) -> None:
         method = selectMethod(greeting.methods, self.factory.methods)
@@ -315,7 +374,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         elif command is Command.UDP_ASSOCIATE and self.factory.udpOptions is not None:
             self._udpAssociate(request)
         elif command is Command.BIND and self.factory.bindOptions is not None:
-            self._bind(request)
+            self._bind(request.host)
         else:
             self._replyAndEnd(
                 Reply.COMMAND_NOT_SUPPORTED,
@@ -345,9 +404,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self._association = association
         assert association.address is not None
         host, port = association.address
-        self.session.reply = int(Reply.SUCCEEDED)
         self.session.bound = _formatDestination(host, port)
-        self.transport.write(encodeReply(Reply.SUCCEEDED, host, port))  # type: ignore[union-attr]
+        self._replySuccess(host, port)
 
     def _udpIdle(self) -> None:
         self._association.close()
@@ -355,7 +413,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
 
     # -- BIND (socksrelay.bind) --------------------------------------------
 
-    def _bind(self, request: Request) -> None:
+    def _bind(self, expectedHost: str) -> None:
         """
         Listen for the peer named by the request (L{socksrelay.bind}).  The
         client keeps being read while it waits, as for a connect: early
@@ -373,7 +431,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             factory.nameResolver or getattr(factory.reactor, "nameResolver", None),
             factory.closeTimeout,
             getattr(local, "host", None),
-            request.host,
+            expectedHost,
             self.session,
             onListening=self._bindListening,
             onConnected=self._bindConnected,
@@ -386,10 +444,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         """
         BIND's first reply: where the peer should connect.
         """
-        self.session.reply = int(Reply.SUCCEEDED)
-        self.transport.write(  # type: ignore[union-attr]
-            encodeReply(Reply.SUCCEEDED, host, port)
-        )
+        self._replySuccess(host, port)
 
     def _bindConnected(self, inbound: RelayEnd) -> None:
         """
@@ -399,9 +454,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             inbound.transport.loseConnection()  # type: ignore[union-attr]
             return
         peer = inbound.transport.getPeer()  # type: ignore[union-attr]
-        self.transport.write(  # type: ignore[union-attr]
-            encodeReply(Reply.SUCCEEDED, normaliseAddress(peer.host), peer.port)
-        )
+        self._replySuccess(normaliseAddress(peer.host), peer.port)
         self._startRelay(inbound)
 
     def _bindFailed(self, reply: Reply, reason: str) -> None:
@@ -409,10 +462,180 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         if not (self._lost or self._ending):
             self._replyAndEnd(reply, reason)
 
+    # -- SOCKS4 and SOCKS4a -------------------------------------------------
+
+    def _socks4Request(self, request: SOCKS4Request) -> None:
+        """
+        A SOCKS4/4a CONNECT or BIND.  SOCKS4 has no password: when the server
+        requires one, the request is refused (CD 91).
+        """
+        self.setTimeout(None)
+        self._dialect = SOCKS4Dialect(request.socks4a)
+        self.session.protocol = self._dialect.name
+        self.session.command = request.command.name
+        self.session.destination = _formatDestination(request.host, request.port)
+        if request.userid:
+            self.session.details["userid"] = request.userid.decode(
+                "utf-8", "backslashreplace"
+            )
+        if AuthMethod.NO_AUTHENTICATION not in self.factory.methods:
+            self._replyAndEnd(
+                Reply.NOT_ALLOWED,
+                "SOCKS4 carries no password and authentication is required",
+            )
+            return
+        if request.command is Command4.BIND and self.factory.bindOptions is None:
+            self._replyAndEnd(Reply.COMMAND_NOT_SUPPORTED, "BIND is not enabled")
+            return
+
+        def proceed() -> None:
+            if request.command is Command4.CONNECT:
+                self._connect(request.host, request.port)
+            else:
+                self._bind(request.host)
+
+        if self.factory.portal is None:
+            proceed()
+            return
+
+        def loggedIn(result: Any) -> None:
+            self._cbLogin(result)
+            proceed()
+
+        self._wait(
+            self.factory.portal.login(Anonymous(), None, ISOCKSUser),
+            loggedIn,
+            self._ebAnonymousLogin,
+        )
+
+    # -- HTTP ----------------------------------------------------------------
+
+    def _httpRequest(self, head: HTTPRequestHead) -> None:
+        """
+        An HTTP proxy request: CONNECT opens a tunnel; anything else is
+        forwarded by L{socksrelay.httpproxy}.
+        """
+        self.setTimeout(None)
+        self.session.command = head.method
+        if head.method != "CONNECT":
+            self._startForward(head)
+            return
+        try:
+            host, port = parseAuthority(head.target)
+        except ProtocolError as e:
+            self._refuse(e)
+            return
+        self.session.destination = _formatDestination(host, port)
+
+        def authorized(outcome: str | None) -> None:
+            if outcome is not None:
+                self.session.replyText = "407"
+                self.transport.write(proxyAuthenticationRequired(outcome))  # type: ignore[union-attr]
+                self._end(f"proxy authentication failed: {outcome}")
+            else:
+                self._connect(host, port)
+
+        self._wait(
+            self._httpAuthorize(head.header("Proxy-Authorization")),
+            authorized,
+            self._ebHTTPAuthorize,
+        )
+
+    def _ebHTTPAuthorize(self, reason: Failure) -> None:
+        self._log.failure("HTTP authorization failed", failure=reason)
+        self._replyAndEnd(Reply.GENERAL_FAILURE, "authorization error")
+
+    def _httpAuthorize(self, value: str | None) -> Deferred[str | None]:
+        """
+        Check C{Proxy-Authorization} with the portal.
+
+        @return: a Deferred firing with C{None} when the client may go on, or
+            with a short reason for a 407.
+        """
+        portal = self.factory.portal
+        if portal is None:
+            return succeed(None)
+        credentials = parseBasicCredentials(value)
+        if credentials is None:
+            if value:
+                return succeed("unsupported or malformed credentials")
+            if AuthMethod.NO_AUTHENTICATION not in self.factory.methods:
+                return succeed("credentials required")
+            login = portal.login(Anonymous(), None, ISOCKSUser)
+        else:
+            username, password = credentials
+            self.session.user = username.decode("utf-8", "backslashreplace")
+            if not username:
+                return succeed("empty user name")
+            login = portal.login(
+                CredUsernamePassword(username, password), None, ISOCKSUser
+            )
+
+        def ok(result: Any) -> None:
+            if self._logout is not None:
+                self._logout()
+            self._cbLogin(result)
+            return None
+
+        def refused(reason: Failure) -> str:
+            if not reason.check(UnauthorizedLogin, UnhandledCredentials):
+                self._log.failure(
+                    "credential checker failed for user {user}",
+                    failure=reason,
+                    user=self.session.user,
+                )
+            return "authentication failed"
+
+        return login.addCallbacks(ok, refused)
+
+    def _startForward(self, head: HTTPRequestHead) -> None:
+        """
+        Hand the connection to twisted.web for plain-HTTP forward proxying,
+        replaying the bytes read so far.
+        """
+        from socksrelay.httpproxy import CountingTransport, ForwardProxyChannel
+
+        httpFactory = self.factory.httpChannelFactory()
+        channel = ForwardProxyChannel(
+            self._httpAuthorize,
+            self._forwardConnect,
+            self._noteForward,
+            self._noteForwardStatus,
+        )
+        channel.factory = httpFactory
+        channel.callLater = httpFactory.reactor.callLater  # type: ignore[method-assign]
+        channel.timeOut = httpFactory.timeOut
+        self.session.command = "HTTP"
+        self.session.details["requests"] = 0
+        self._forward = channel
+        early = head.raw + self._codec.leftover()
+        self.bytesIn += len(early)
+        self._forwardTransport = CountingTransport(self.transport)
+        self.session.downCounter = lambda: self._forwardTransport.written
+        channel.makeConnection(self._forwardTransport)
+        channel.dataReceived(early)
+
+    def _forwardConnect(self, host: str, port: int, factory: Any) -> Deferred[Any]:
+        d = self.factory.connectEndpoint(host, port).connect(factory)
+        return d.addTimeout(self.factory.connectTimeout, self.factory.reactor)
+
+    def _noteForwardStatus(self, code: int) -> None:
+        self.session.replyText = str(code)
+
+    def _noteForward(self, method: str, host: str, port: int) -> None:
+        self.session.details["requests"] += 1
+        self.session.destination = _formatDestination(host, port)
+
     def _replyAndEnd(self, reply: Reply, reason: str) -> None:
+        data, self.session.replyText = self._dialect.failure(reply, reason)
         self.session.reply = int(reply)
-        self.transport.write(encodeReply(reply))  # type: ignore[union-attr]
+        self.transport.write(data)  # type: ignore[union-attr]
         self._end(reason)
+
+    def _replySuccess(self, host: str | None, port: int) -> None:
+        data, self.session.replyText = self._dialect.success(host, port)
+        self.session.reply = int(Reply.SUCCEEDED)
+        self.transport.write(data)  # type: ignore[union-attr]
 
     def _connect(self, host: str, port: int) -> None:
         self._waiting = True
@@ -448,14 +671,11 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             outbound.transport.loseConnection()  # type: ignore[union-attr]
             return
         local = outbound.transport.getHost()  # type: ignore[union-attr]
-        self.session.reply = int(Reply.SUCCEEDED)
         self.session.bound = describeAddress(local)
         self.session.resolved = describeAddress(
             outbound.transport.getPeer()  # type: ignore[union-attr]
         )
-        self.transport.write(  # type: ignore[union-attr]
-            encodeReply(Reply.SUCCEEDED, local.host, local.port)
-        )
+        self._replySuccess(local.host, local.port)
         self._startRelay(outbound)
 
     def _startRelay(self, other: RelayEnd) -> None:
@@ -502,6 +722,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             d.cancel()
         if self._association is not None:
             self._association.close()
+        if self._forward is not None:
+            self._forward.connectionLost(reason)
         if self._bindCleanup is not None:
             cleanup, self._bindCleanup = self._bindCleanup, None
             cleanup()
@@ -541,6 +763,11 @@ class SOCKS5ServerFactory(Factory):
     @param udpOptions: L{socksrelay.udp.UDPOptions} for UDP ASSOCIATE;
         C{None} (the default) means C{UDPOptions()}: enabled with its default
         options.  Pass C{False} to refuse UDP ASSOCIATE (reply 0x07).
+    @param protocols: which protocols the listener serves, told apart by
+        their first byte: C{"socks5"}, C{"socks4"} (SOCKS4 and 4a), C{"http"}
+        (CONNECT tunnels and plain-HTTP forwarding).  Default: all three.
+    @param httpIdleTimeout: seconds an HTTP forward-proxy connection may sit
+        idle between requests.
     @param bindOptions: L{socksrelay.bind.BindOptions} for BIND; C{None}
         (the default) means C{BindOptions()}: BIND enabled with its default
         options.  Pass C{False} to refuse BIND (reply 0x07).
@@ -559,6 +786,8 @@ class SOCKS5ServerFactory(Factory):
         closeTimeout: float = 30.0,
         udpOptions: Any = None,
         bindOptions: Any = None,
+        protocols: Any = ("socks5", "socks4", "http"),
+        httpIdleTimeout: float = 60.0,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -572,6 +801,14 @@ class SOCKS5ServerFactory(Factory):
         self.handshakeTimeout = handshakeTimeout
         self.connectTimeout = connectTimeout
         self.closeTimeout = closeTimeout
+        #: The protocols served: any of C{"socks5"}, C{"socks4"} (with 4a)
+        #: and C{"http"} (CONNECT and plain forwarding).
+        self.protocols = frozenset(protocols)
+        unknown = self.protocols - {"socks5", "socks4", "http"}
+        if unknown:
+            raise ValueError(f"unknown protocols: {', '.join(sorted(unknown))}")
+        self.httpIdleTimeout = httpIdleTimeout
+        self._httpChannelFactory: Any = None
         #: L{socksrelay.udp.UDPOptions}, or C{None}: UDP ASSOCIATE refused.
         self.udpOptions: Any = None
         self.udpRelay: Any = None
@@ -590,6 +827,16 @@ class SOCKS5ServerFactory(Factory):
             self.bindOptions = BindOptions()
         elif bindOptions is not False:
             self.bindOptions = bindOptions
+
+    def httpChannelFactory(self) -> Any:
+        """
+        The L{twisted.web.http.HTTPFactory} that forward-proxy channels use.
+        """
+        if self._httpChannelFactory is None:
+            from socksrelay.httpproxy import channelFactory
+
+            self._httpChannelFactory = channelFactory(self.reactor, self.httpIdleTimeout)
+        return self._httpChannelFactory
 
     def defaultEndpoint(self, host: str, port: int) -> IStreamClientEndpoint:
         """

@@ -36,11 +36,17 @@ class Session:
         self.resolved: str | None = None
         self.bound: str | None = None
         self.reply: int | None = None
+        #: The reply as the client's protocol shows it (C{0x00}, C{90},
+        #: C{200}...).
+        self.replyText: str | None = None
         self.reason: str | None = None
         #: Command-specific facts (BIND's peer, UDP's datagram counts...),
         #: logged as key=value after the common fields, in this order.
         self.details: dict[str, Any] = {}
         self.clientEnd: Any = None
+        #: Where bytes to the client are counted when there is no outbound
+        #: relay end (HTTP forwarding).
+        self.downCounter: Any = None
         self.outbound: Any = None
         self._clientGone = False
         self._outboundGone = False
@@ -79,9 +85,12 @@ class Session:
         self._logged = True
         bytesUp = self.clientEnd.bytesIn if self.clientEnd is not None else 0
         bytesDown = self.outbound.bytesIn if self.outbound is not None else 0
+        if self.downCounter is not None:
+            bytesDown = self.downCounter()
         extra = "".join(f" {key}={{{key}}}" for key in self.details)
         self._log.info(
-            "session ended: client={client} user={user} command={command} "
+            "session ended: protocol={protocol} client={client} user={user} "
+            "command={command} "
             "destination={destination} resolved={resolved} reply={replyText} "
             "up={bytesUp} down={bytesDown}" + extra + " "
             "duration={duration:.3f}s reason={reason}",
@@ -96,7 +105,8 @@ class Session:
             resolved=self.resolved,
             bound=self.bound,
             reply=self.reply,
-            replyText="-" if self.reply is None else f"0x{self.reply:02x}",
+            replyText=self.replyText
+            or ("-" if self.reply is None else f"0x{self.reply:02x}"),
             bytesUp=bytesUp,
             bytesDown=bytesDown,
             duration=self._reactor.seconds() - self.started,

@@ -48,6 +48,24 @@ def _positiveInt(value: str) -> int:
     return number
 
 
+PROTOCOLS = ("socks5", "socks4", "http")
+
+
+def parseProtocols(value: str) -> tuple[str, ...]:
+    """
+    Parse a comma-separated list of protocol names.
+
+    @raise ValueError: on an unknown name or an empty list.
+    """
+    names = tuple(dict.fromkeys(n.strip().lower() for n in value.split(",") if n.strip()))
+    unknown = [n for n in names if n not in PROTOCOLS]
+    if unknown or not names:
+        raise ValueError(
+            f"expected some of {', '.join(PROTOCOLS)}, got {value!r}"
+        )
+    return names
+
+
 def parsePortRange(value: str) -> tuple[int, int]:
     """
     Parse C{LOW-HIGH} (or a single port) into C{(low, high)}.
@@ -160,6 +178,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             _positiveFloat,
         ],
         [
+            "protocols",
+            None,
+            "socks5,socks4,http",
+            "Comma-separated protocols to serve on every --port, told apart by "
+            "their first byte: socks5, socks4 (SOCKS4 and 4a), http (CONNECT "
+            "tunnels and plain-HTTP forwarding).",
+            parseProtocols,
+        ],
+        [
             "udp-ports",
             None,
             None,
@@ -237,6 +264,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def postOptions(self) -> None:
         if not self["ports"]:
             self["ports"] = [DEFAULT_PORT]
+        if isinstance(self["protocols"], str):
+            # usage.Options does not coerce defaults.
+            self["protocols"] = parseProtocols(self["protocols"])
         for checker in self.get("credCheckers", []):
             _bytesInMemoryChecker(checker)
 
@@ -319,6 +349,7 @@ def makeFactory(config: Options, reactor: Any) -> SOCKS5ServerFactory:
         nameResolver=nameResolver,
         handshakeTimeout=config["handshake-timeout"],
         connectTimeout=config["connect-timeout"],
+        protocols=config["protocols"],
         bindOptions=BindOptions(
             ports=config["bind-ports"],
             advertise=config["bind-advertise"],

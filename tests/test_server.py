@@ -108,11 +108,22 @@ class NoAuthenticationGreetingTests(SynchronousTestCase):
         self.assertEqual(h.received(), b"\x05\xff")
         self.assertTrue(h.transport.disconnecting)
 
-    def test_notSOCKS5(self) -> None:
+    def test_unknownProtocol(self) -> None:
         """
-        A SOCKS4 client is disconnected without any SOCKS5 reply.
+        A connection whose first byte is neither 0x05, 0x04 nor an HTTP
+        method (here a TLS ClientHello) is closed without any reply.
         """
         h = ProxyHarness()
+        h.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        self.assertEqual(h.received(), b"")
+        self.assertTrue(h.transport.disconnecting)
+
+    def test_disabledProtocolRefused(self) -> None:
+        """
+        With only SOCKS5 enabled, a SOCKS4 client is disconnected without a
+        reply, like an unknown protocol.
+        """
+        h = ProxyHarness(protocols=["socks5"])
         h.send(b"\x04\x01\x00\x50\x7f\x00\x00\x01\x00")
         self.assertEqual(h.received(), b"")
         self.assertTrue(h.transport.disconnecting)

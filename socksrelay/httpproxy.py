@@ -1,0 +1,218 @@
+# -*- test-case-name: tests.test_httpproxy -*-
+"""
+Plain-HTTP forward proxying (C{GET http://host/path HTTP/1.1}) through
+L{twisted.web}'s HTTP machinery.
+
+The listener recognises the request head, then hands the connection to a
+L{ForwardProxyChannel}: a L{twisted.web.proxy.Proxy} whose requests
+authenticate with the same cred portal as every other protocol (per request,
+from C{Proxy-Authorization: Basic}), drop hop-by-hop headers both ways as an
+HTTP/1.1 proxy must (RFC 9110 section 7.6.1), and reach the origin through
+the server's own outbound endpoints (same resolver, same connect timeout).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectingCancelledError, TimeoutError
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPFactory
+from twisted.web.proxy import Proxy, ProxyClient, ProxyClientFactory, ProxyRequest
+
+from socksrelay.dialects import HTTP_REALM
+
+#: Headers that belong to one connection, never forwarded (RFC 9110 7.6.1),
+#: plus the proxy's own credentials.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
+def hopByHop(connectionValues: list[bytes]) -> frozenset[bytes]:
+    """
+    The header names not to forward: the fixed hop-by-hop set, and every
+    name listed in the message's C{Connection} headers.
+    """
+    named = {
+        token.strip().lower()
+        for value in connectionValues
+        for token in value.split(b",")
+        if token.strip()
+    }
+    return HOP_BY_HOP | named
+
+
+class _ForwardClient(ProxyClient):
+    """
+    The request to the origin; drops hop-by-hop headers of the response.
+    """
+
+    _skip: frozenset[bytes] = HOP_BY_HOP
+
+    def handleHeader(self, key: bytes, value: bytes) -> None:
+        lowered = key.lower()
+        if lowered == b"connection":
+            self._skip = self._skip | hopByHop([value])
+        if lowered in self._skip:
+            return
+        ProxyClient.handleHeader(self, key, value)
+
+
+class _ForwardClientFactory(ProxyClientFactory):
+    protocol = _ForwardClient
+    noisy = False
+
+
+class ForwardRequest(ProxyRequest):
+    """
+    One proxied request.  C{self.channel} is a L{ForwardProxyChannel}.
+    """
+
+    _log = Logger()
+
+    def process(self) -> None:
+        channel: ForwardProxyChannel = self.channel  # type: ignore[assignment]
+        try:
+            parts = urlsplit(self.uri.decode("ascii"))
+            host, port = parts.hostname, parts.port or 80
+        except (UnicodeDecodeError, ValueError):
+            host = None
+            parts = None  # type: ignore[assignment]
+        if parts is None or parts.scheme != "http" or not host:
+            self._answer(400, b"Bad Request", "only absolute http:// URIs are proxied")
+            return
+        value = self.requestHeaders.getRawHeaders(b"proxy-authorization", [None])[0]
+        d = channel.authorize(value.decode("latin-1") if value else None)
+        d.addCallback(self._authorized, host, port, parts)
+
+    def _authorized(self, outcome: str | None, host: str, port: int, parts: Any) -> None:
+        if self.finished or self.channel is None:
+            return
+        if outcome is not None:
+            self.setHeader(b"proxy-authenticate", f'Basic realm="{HTTP_REALM}"'.encode())
+            self._answer(407, b"Proxy Authentication Required", outcome)
+            return
+        channel: ForwardProxyChannel = self.channel  # type: ignore[assignment]
+        skip = hopByHop(self.requestHeaders.getRawHeaders(b"connection", []))
+        headers: dict[bytes, bytes] = {}
+        for name, values in self.requestHeaders.getAllRawHeaders():
+            lowered = name.lower()
+            if lowered in skip or lowered == b"content-length":
+                continue
+            separator = b"; " if lowered == b"cookie" else b", "
+            headers[lowered] = separator.join(values)
+        authority = parts.netloc.rpartition("@")[2]
+        headers[b"host"] = authority.encode("ascii")
+        self.content.seek(0, 0)
+        body = self.content.read()
+        if body or self.method in (b"POST", b"PUT", b"PATCH"):
+            headers[b"content-length"] = b"%d" % len(body)
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        channel.noteRequest(self.method.decode("ascii", "replace"), host, port)
+        factory = _ForwardClientFactory(
+            self.method, path.encode("ascii"), self.clientproto, headers, body, self
+        )
+        d = channel.connect(host, port, factory)
+        d.addErrback(self._connectFailed, host, port)
+
+    def _connectFailed(self, reason: Failure, host: str, port: int) -> None:
+        if self.finished or self.channel is None:
+            return
+        if reason.check(TimeoutError, ConnectingCancelledError):
+            self._answer(504, b"Gateway Timeout", f"{host}:{port} did not answer in time")
+        else:
+            self._answer(502, b"Bad Gateway", f"cannot reach {host}:{port}: {reason.getErrorMessage()}")
+
+    def finish(self) -> None:
+        channel = self.channel
+        if channel is not None and not self.finished:
+            channel.noteStatus(self.code)
+        ProxyRequest.finish(self)
+
+    def _answer(self, code: int, message: bytes, text: str) -> None:
+        body = f"{message.decode()}: {text}\n".encode("utf-8")
+        self.setResponseCode(code, message)
+        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+
+
+class ForwardProxyChannel(Proxy):
+    """
+    The HTTP channel a connection becomes once it is known to be a
+    plain-HTTP proxy request.
+
+    @ivar authorize: C{(Proxy-Authorization value or None) ->
+        Deferred[None or reason]}: C{None} lets the request through.
+    @ivar connect: C{(host, port, factory) -> Deferred}: connects to the
+        origin the way the server connects everywhere.
+    @ivar noteRequest: called with C{(method, host, port)} for each request.
+    @ivar noteStatus: called with the status code of each response.
+    """
+
+    requestFactory = ForwardRequest
+
+    def __init__(
+        self,
+        authorize: Callable[[str | None], Deferred[str | None]],
+        connect: Callable[[str, int, Any], Deferred[Any]],
+        noteRequest: Callable[[str, str, int], None],
+        noteStatus: Callable[[int], None],
+    ) -> None:
+        Proxy.__init__(self)
+        self.authorize = authorize
+        self.connect = connect
+        self.noteRequest = noteRequest
+        self.noteStatus = noteStatus
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        Proxy.connectionLost(self, reason)
+
+
+class CountingTransport:
+    """
+    Stands for a transport, counting the bytes written through it.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        self._transport.write(data)
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        self.written += sum(len(chunk) for chunk in data)
+        self._transport.writeSequence(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def channelFactory(reactor: Any, idleTimeout: float) -> HTTPFactory:
+    """
+    The L{HTTPFactory} that gives forward-proxy channels their reactor and
+    idle timeout (it writes no access log of its own).
+    """
+    factory = HTTPFactory(logPath=None, timeout=idleTimeout, reactor=reactor)
+    factory.log = lambda request: None  # type: ignore[method-assign]
+    return factory
