@@ -141,7 +141,7 @@ class BindTestCase(ProxyTestCase):
         C{session} made.
         """
         return self.proxy.waitForLine(
-            rf"session ended: client=127\.0\.0\.1:{session.clientPort} "
+            rf"session ended: .*client=127\.0\.0\.1:{session.clientPort} "
             r".*command=BIND",
             10,
             since=mark,
