@@ -36,15 +36,13 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from zope.interface import implementer
 
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IResolutionReceiver
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from socksrelay.relay import OutboundProtocol, describeAddress
+from socksrelay.resolve import AddressCollector
 from socksrelay.wire import Reply, normaliseAddress
 
 
@@ -190,27 +188,6 @@ class _BindFactory(Factory):
         return self._binding._incoming(addr)
 
 
-@implementer(IResolutionReceiver)
-class _Addresses:
-    """
-    Collects the addresses a name resolves to.
-    """
-
-    def __init__(self, done: Callable[[set[str]], None]) -> None:
-        self._done = done
-        self._addresses: set[str] = set()
-
-    def resolutionBegan(self, resolution: Any) -> None:
-        pass
-
-    def addressResolved(self, address: Any) -> None:
-        if isinstance(address, (IPv4Address, IPv6Address)):
-            self._addresses.add(normaliseAddress(address.host))
-
-    def resolutionComplete(self) -> None:
-        self._done(self._addresses)
-
-
 class Binding:
     """
     One BIND: resolve the expected peer if it is a name, listen, accept
@@ -250,6 +227,7 @@ class Binding:
         onListening: Callable[[str, int], None],
         onConnected: Callable[[InboundProtocol], None],
         onFailed: Callable[[Reply, str], None],
+        peerAllowed: Callable[[str, int], Any] | None = None,
     ) -> None:
         """
         @param options: the L{BindOptions}.
@@ -261,6 +239,8 @@ class Binding:
         @param expectedHost: DST.ADDR of the request.
         @param session: the L{socksrelay.session.Session}; C{bound} and the
             C{expected} and C{peer} details are filled in.
+        @param peerAllowed: C{(ip, port) -> Decision} from the access policy
+            for each connecting peer, or C{None} to check nothing more.
         """
         self._options = options
         self._reactor = reactor
@@ -272,6 +252,7 @@ class Binding:
         self._onListening = onListening
         self._onConnected = onConnected
         self._onFailed = onFailed
+        self._peerAllowed = peerAllowed
         self._allowed: set[str] | None = None
         self._timer: Any = None
         self._closed = False
@@ -298,7 +279,7 @@ class Binding:
         self._listen()
 
     def _resolve(self, name: str) -> None:
-        receiver = _Addresses(self._resolved)
+        receiver = AddressCollector(lambda found: self._resolved(set(found)))
         try:
             self._resolver.resolveHostName(receiver, name, 0, None, "TCP")
         except Exception as e:
@@ -359,6 +340,19 @@ class Binding:
                 expected=self.expected,
             )
             return None
+        if self._peerAllowed is not None:
+            decision = self._peerAllowed(host, getattr(addr, "port", 0))
+            if not decision.allowed:
+                self.rejected += 1
+                self._session.details["rejected"] = self.rejected
+                self._log.info(
+                    "BIND on {bound}: closed a connection from {peer}, "
+                    "denied by {rule}",
+                    bound=self._session.bound,
+                    peer=describeAddress(addr),
+                    rule=decision.rule,
+                )
+                return None
         self._accepted = True
         self._session.details["peer"] = describeAddress(addr)
         self.close()

@@ -11,12 +11,12 @@ and L{ResolverReactor} hands any L{IHostnameResolver} to L{HostnameEndpoint}.
 from __future__ import annotations
 
 import socket
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from zope.interface import directlyProvides, implementer, providedBy
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import (
     IHostnameResolver,
     IHostResolution,
@@ -24,6 +24,8 @@ from twisted.internet.interfaces import (
     IResolutionReceiver,
 )
 from twisted.names import dns
+
+from socksrelay.wire import normaliseAddress
 
 
 class ResolverReactor:
@@ -115,4 +117,76 @@ class NamesHostnameResolver:
             resolutionReceiver.resolutionComplete()
 
         DeferredList(lookups, consumeErrors=True).addCallback(deliver)
+        return resolution
+
+
+@implementer(IResolutionReceiver)
+class AddressCollector:
+    """
+    Collects the IP addresses a name resolves to and calls C{done} with them
+    (normalised, without duplicates, IPv4 first: it works on more hosts).
+    """
+
+    def __init__(self, done: Callable[[tuple[str, ...]], None]) -> None:
+        self._done = done
+        self._addresses: list[str] = []
+
+    def resolutionBegan(self, resolution: Any) -> None:
+        pass
+
+    def addressResolved(self, address: Any) -> None:
+        if isinstance(address, (IPv4Address, IPv6Address)):
+            self._addresses.append(normaliseAddress(address.host))
+
+    def resolutionComplete(self) -> None:
+        ordered = sorted(self._addresses, key=lambda a: ":" in a)
+        self._done(tuple(dict.fromkeys(ordered)))
+
+
+def resolveAddresses(
+    resolver: IHostnameResolver, name: str, transportSemantics: str = "TCP"
+) -> Deferred[tuple[str, ...]]:
+    """
+    Resolve C{name} without blocking; the Deferred fires with its addresses
+    (an empty tuple when it does not resolve).
+    """
+    d: Deferred[tuple[str, ...]] = Deferred()
+
+    def done(addresses: tuple[str, ...]) -> None:
+        if not d.called:
+            d.callback(addresses)
+
+    try:
+        resolver.resolveHostName(AddressCollector(done), name, 0, None, transportSemantics)
+    except Exception:
+        done(())
+    return d
+
+
+@implementer(IHostnameResolver)
+class StaticResolver:
+    """
+    Resolves any name to the addresses it was given: connecting to a name
+    that policy has already checked uses exactly the checked addresses.
+    """
+
+    def __init__(self, addresses: Sequence[str]) -> None:
+        self._addresses = tuple(addresses)
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Sequence[type[Any]] | None = None,
+        transportSemantics: str = "TCP",
+    ) -> IHostResolution:
+        resolution = _Resolution(hostName)
+        resolutionReceiver.resolutionBegan(resolution)
+        kind = "UDP" if transportSemantics == "UDP" else "TCP"
+        for address in self._addresses:
+            family = IPv6Address if ":" in address else IPv4Address
+            if addressTypes is None or family in addressTypes:
+                resolutionReceiver.addressResolved(family(kind, address, portNumber))
+        resolutionReceiver.resolutionComplete()
         return resolution

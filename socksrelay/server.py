@@ -48,6 +48,8 @@ from socksrelay.wire4 import Command4, SOCKS4Request, SOCKS4ServerConnection
 from socksrelay.interfaces import ISOCKSUser
 from socksrelay.relay import OutboundFactory, OutboundProtocol, RelayEnd
 from socksrelay.relay import describeAddress, splice
+from socksrelay.resolve import resolveAddresses
+from socksrelay.rules import Decision, Policy, Query
 from socksrelay.session import Session
 from socksrelay.wire import (
     NEED_DATA,
@@ -397,6 +399,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
                 request.port,
                 self.session,
                 self._udpIdle,
+                self._udpAllowed if self.factory.policy else None,
             )
         except UDPRefused as e:
             self._replyAndEnd(e.reply, e.reason)
@@ -406,6 +409,13 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         host, port = association.address
         self.session.bound = _formatDestination(host, port)
         self._replySuccess(host, port)
+
+    def _udpAllowed(self, host: str, address: str, port: int) -> Decision:
+        """
+        The policy's word on one UDP destination (C{host} as asked, the
+        C{address} it stands for).
+        """
+        return self._decide("udp", host, port, (address,))
 
     def _udpIdle(self) -> None:
         self._association.close()
@@ -436,9 +446,16 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             onListening=self._bindListening,
             onConnected=self._bindConnected,
             onFailed=self._bindFailed,
+            peerAllowed=self._bindPeerAllowed if factory.policy else None,
         )
         self._bindCleanup = binding.close
         binding.start()
+
+    def _bindPeerAllowed(self, host: str, port: int) -> Decision:
+        """
+        The policy's word on a host that connects to a BIND port.
+        """
+        return self._decide("bind", host, port, (host,))
 
     def _bindListening(self, host: str, port: int) -> None:
         """
@@ -637,19 +654,89 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self.session.reply = int(Reply.SUCCEEDED)
         self.transport.write(data)  # type: ignore[union-attr]
 
+    # -- policy --------------------------------------------------------------
+
+    def _decide(
+        self, command: str, host: str, port: int, addresses: tuple[str, ...]
+    ) -> Decision:
+        """
+        Ask the factory's policy about a destination.
+        """
+        peer = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
+        # A client on a UNIX socket is on this host.
+        client = normaliseAddress(peer) if peer else "127.0.0.1"
+        protocol = self.session.protocol or "socks5"
+        query = Query(
+            client=client,
+            protocol="socks4" if protocol == "socks4a" else protocol,
+            command=command,
+            host=host,
+            port=port,
+            addresses=addresses,
+            user=getattr(self.avatar, "username", None),
+            groups=frozenset(getattr(self.avatar, "groups", None) or ()),
+        )
+        return self.factory.policy.decide(query)
+
+    def _deny(self, decision: Decision) -> None:
+        self.session.details["rule"] = decision.rule
+        self._replyAndEnd(Reply.NOT_ALLOWED, f"denied by {decision.rule}")
+
+    # -- CONNECT -------------------------------------------------------------
+
     def _connect(self, host: str, port: int) -> None:
+        """
+        Check the destination against the policy (a name on every address it
+        resolves to), then connect to exactly the checked addresses.  The
+        connect timeout covers both.
+        """
         self._waiting = True
         factory = self.factory
+        self._connectTimer = factory.reactor.callLater(
+            factory.connectTimeout, self._connectTimeout
+        )
+        if factory.policy is None:
+            self._openConnection(host, port, None)
+            return
+        address = normaliseAddress(host)
+        if isIPAddress(address) or isIPv6Address(address):
+            self._checkThenOpen(host, port, (address,))
+            return
+        d = resolveAddresses(factory.resolver(), host)
+        self._connecting = d
+        d.addCallback(self._resolvedForConnect, host, port)
+        d.addErrback(self._ebConnected)
+
+    def _resolvedForConnect(self, addresses: tuple[str, ...], host: str, port: int) -> None:
+        self._connecting = None
+        if self._lost or self._ending:
+            return
+        if not addresses:
+            self._ebConnected(Failure(error.DNSLookupError(host)))
+            return
+        self.session.resolved = ",".join(addresses)
+        self._checkThenOpen(host, port, addresses)
+
+    def _checkThenOpen(self, host: str, port: int, addresses: tuple[str, ...]) -> None:
+        decision = self._decide("connect", host, port, addresses)
+        if not decision.allowed:
+            self._stopConnectTimer()
+            self._waiting = False
+            self._deny(decision)
+            return
+        self._openConnection(host, port, addresses)
+
+    def _openConnection(
+        self, host: str, port: int, addresses: tuple[str, ...] | None
+    ) -> None:
+        factory = self.factory
         try:
-            endpoint = factory.connectEndpoint(host, port)
+            endpoint = factory.endpointFor(host, port, addresses)
             d = endpoint.connect(OutboundFactory(factory.reactor, factory.closeTimeout))
         except Exception:
             d = Deferred()
             d.errback()
         self._connecting = d
-        self._connectTimer = factory.reactor.callLater(
-            factory.connectTimeout, self._connectTimeout
-        )
         d.addCallbacks(self._cbConnected, self._ebConnected)
 
     def _connectTimeout(self) -> None:
@@ -763,6 +850,10 @@ class SOCKS5ServerFactory(Factory):
     @param udpOptions: L{socksrelay.udp.UDPOptions} for UDP ASSOCIATE;
         C{None} (the default) means C{UDPOptions()}: enabled with its default
         options.  Pass C{False} to refuse UDP ASSOCIATE (reply 0x07).
+    @param policy: a L{socksrelay.rules.Policy} deciding who may go where,
+        or C{None} (the default for code that embeds the factory) to check
+        nothing; C{twistd socks5} always passes one (its secure defaults when
+        no rules are configured).
     @param protocols: which protocols the listener serves, told apart by
         their first byte: C{"socks5"}, C{"socks4"} (SOCKS4 and 4a), C{"http"}
         (CONNECT tunnels and plain-HTTP forwarding).  Default: all three.
@@ -788,6 +879,7 @@ class SOCKS5ServerFactory(Factory):
         bindOptions: Any = None,
         protocols: Any = ("socks5", "socks4", "http"),
         httpIdleTimeout: float = 60.0,
+        policy: Policy | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -801,6 +893,9 @@ class SOCKS5ServerFactory(Factory):
         self.handshakeTimeout = handshakeTimeout
         self.connectTimeout = connectTimeout
         self.closeTimeout = closeTimeout
+        #: The access policy (L{socksrelay.rules.Policy}), or C{None} to
+        #: check nothing.
+        self.policy = policy
         #: The protocols served: any of C{"socks5"}, C{"socks4"} (with 4a)
         #: and C{"http"} (CONNECT and plain forwarding).
         self.protocols = frozenset(protocols)
@@ -837,6 +932,28 @@ class SOCKS5ServerFactory(Factory):
 
             self._httpChannelFactory = channelFactory(self.reactor, self.httpIdleTimeout)
         return self._httpChannelFactory
+
+    def resolver(self) -> Any:
+        """
+        The L{IHostnameResolver} for destination names.
+        """
+        return self.nameResolver or self.reactor.nameResolver
+
+    def endpointFor(
+        self, host: str, port: int, addresses: tuple[str, ...] | None
+    ) -> IStreamClientEndpoint:
+        """
+        The endpoint that reaches C{host}: when C{addresses} were resolved
+        (and checked) already, exactly those; otherwise L{connectEndpoint}.
+        """
+        if addresses is None or self.connectEndpoint != self.defaultEndpoint:
+            return self.connectEndpoint(host, port)
+        if len(addresses) == 1:
+            return self.defaultEndpoint(addresses[0], port)
+        from socksrelay.resolve import ResolverReactor, StaticResolver
+
+        reactor = ResolverReactor(self.reactor, StaticResolver(addresses))
+        return HostnameEndpoint(reactor, host, port, timeout=self.connectTimeout)
 
     def defaultEndpoint(self, host: str, port: int) -> IStreamClientEndpoint:
         """

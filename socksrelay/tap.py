@@ -22,7 +22,8 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
 
-from socksrelay.auth import SOCKSRealm
+from socksrelay.auth import SOCKSRealm, methodPreference
+from socksrelay.config import Config, ConfigError, loadConfig
 from socksrelay.bind import BindOptions, parseAdvertiseAddress
 from socksrelay.relay import describeAddress
 from socksrelay.server import SOCKS5ServerFactory
@@ -240,6 +241,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         super().__init__()
         self["ports"] = []
         self["nameservers"] = []
+        self["config"] = None
+        self._defaults = {name: default for name, _, default, *_ in self.optParameters}
 
     def opt_port(self, description: str) -> None:
         """Where to listen: a port number (on 127.0.0.1 only) or a Twisted endpoint description such as tcp:1080:interface=0.0.0.0, tcp6:1080:interface=\\:\\:, unix:/run/socks.sock, ssl:..., systemd:... or haproxy:tcp:1080. May be given more than once. Default: 1080."""  # noqa: E501
@@ -254,6 +257,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
 
     opt_p = opt_port
 
+    def opt_config(self, path: str) -> None:
+        """Read access rules and timeouts from this TOML file (see etc/socksrelay.toml); command-line options override its timeouts."""  # noqa: E501
+        try:
+            self["config"] = loadConfig(path)
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+
     def opt_nameserver(self, value: str) -> None:
         """Resolve destination names through this DNS server (IP[:PORT], default port 53) instead of the system resolver. May be given more than once."""  # noqa: E501
         try:
@@ -264,6 +274,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def postOptions(self) -> None:
         if not self["ports"]:
             self["ports"] = [DEFAULT_PORT]
+        config = self.get("config")
+        if config is not None:
+            for name, seconds in config.timeouts.items():
+                # The file sets a timeout unless the command line did.
+                if self[name] == self._defaults[name]:
+                    self[name] = seconds
         if isinstance(self["protocols"], str):
             # usage.Options does not coerce defaults.
             self["protocols"] = parseProtocols(self["protocols"])
@@ -338,6 +354,11 @@ def makeFactory(config: Options, reactor: Any) -> SOCKS5ServerFactory:
     """
     checkers = config.get("credCheckers", [])
     portal = Portal(SOCKSRealm(), checkers) if checkers else None
+    authRequired = portal is not None and AuthMethod.NO_AUTHENTICATION not in (
+        methodPreference(portal)
+    )
+    fileConfig = config.get("config") or Config()
+    policy = fileConfig.policy(authRequired)
     nameResolver = None
     if config["nameservers"]:
         from socksrelay.resolve import NamesHostnameResolver
@@ -349,6 +370,7 @@ def makeFactory(config: Options, reactor: Any) -> SOCKS5ServerFactory:
         nameResolver=nameResolver,
         handshakeTimeout=config["handshake-timeout"],
         connectTimeout=config["connect-timeout"],
+        policy=policy,
         protocols=config["protocols"],
         bindOptions=BindOptions(
             ports=config["bind-ports"],

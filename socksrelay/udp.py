@@ -29,14 +29,12 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from zope.interface import implementer
 
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IResolutionReceiver
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from socksrelay.resolve import AddressCollector
 from socksrelay.wire import (
     MAX_UDP_PAYLOAD,
     ProtocolError,
@@ -48,6 +46,8 @@ from socksrelay.wire import (
 
 #: The largest datagram read from a socket: a whole UDP payload plus room.
 READ_SIZE = 65535
+#: Policy decisions remembered per association.
+DECISION_CACHE = 1024
 
 
 @dataclass
@@ -145,7 +145,7 @@ class NameCache:
                 self._resolved(key, addresses)
 
         try:
-            self._resolver.resolveHostName(_Collector(done), name, 0, None, "UDP")
+            self._resolver.resolveHostName(AddressCollector(done), name, 0, None, "UDP")
         except Exception:
             done(())
 
@@ -159,25 +159,6 @@ class NameCache:
             self._entries.popitem(last=False)
         for callback in self._pending.pop(key, []):
             callback(addresses)
-
-
-@implementer(IResolutionReceiver)
-class _Collector:
-    def __init__(self, done: Callable[[tuple[str, ...]], None]) -> None:
-        self._done = done
-        self._addresses: list[str] = []
-
-    def resolutionBegan(self, resolution: Any) -> None:
-        pass
-
-    def addressResolved(self, address: Any) -> None:
-        if isinstance(address, (IPv4Address, IPv6Address)):
-            self._addresses.append(normaliseAddress(address.host))
-
-    def resolutionComplete(self) -> None:
-        # Prefer IPv4 when a name has both: it works on more hosts.
-        ordered = sorted(self._addresses, key=lambda a: ":" in a)
-        self._done(tuple(dict.fromkeys(ordered)))
 
 
 class UDPRelay:
@@ -201,6 +182,7 @@ class UDPRelay:
         requestPort: int,
         session: Any,
         onIdle: Callable[[], None],
+        allowed: Callable[[str, str, int], Any] | None = None,
     ) -> "UDPAssociation":
         """
         Make an association for a client, or raise L{UDPRefused}.
@@ -211,6 +193,9 @@ class UDPRelay:
         @param requestPort: DST.PORT of the request.
         @param session: the L{socksrelay.session.Session}, for its counts.
         @param onIdle: called when the association has been idle too long.
+        @param allowed: C{(host as asked, address, port) -> Decision} from the
+            access policy, for every destination (decisions are cached per
+            association), or C{None} to check nothing.
         """
         options = self.options
         if self.active >= options.maxTotal:
@@ -224,7 +209,9 @@ class UDPRelay:
             raise UDPRefused(
                 Reply.GENERAL_FAILURE, "no local IP address to relay UDP on"
             )
-        association = UDPAssociation(self, clientHost, requestHost, requestPort, session, onIdle)
+        association = UDPAssociation(
+            self, clientHost, requestHost, requestPort, session, onIdle, allowed
+        )
         association.listen(localHost)
         self.active += 1
         self._perClient[clientHost] += 1
@@ -285,8 +272,11 @@ class UDPAssociation:
         requestPort: int,
         session: Any,
         onIdle: Callable[[], None],
+        allowed: Callable[[str, str, int], Any] | None = None,
     ) -> None:
         self._relay = relay
+        self._allowed = allowed
+        self._decisions: dict[tuple[str, str, int], bool] = {}
         self._reactor = relay.reactor
         self._options = relay.options
         self.clientHost = clientHost
@@ -436,7 +426,7 @@ class UDPAssociation:
         addresses = names.lookup(name)
         if addresses is not None:
             if addresses:
-                self._sendTo(addresses[0], port, payload)
+                self._sendTo(addresses[0], port, payload, name)
             else:
                 self._drop("unresolved")
             return
@@ -450,7 +440,7 @@ class UDPAssociation:
             if self._closed:
                 return
             if addresses:
-                self._sendTo(addresses[0], port, payload)
+                self._sendTo(addresses[0], port, payload, name)
             else:
                 self._drop("unresolved")
 
@@ -467,7 +457,24 @@ class UDPAssociation:
             self._outbound[family] = port
         return port
 
-    def _sendTo(self, host: str, port: int, payload: bytes) -> None:
+    def _permits(self, asked: str, host: str, port: int) -> bool:
+        """
+        The policy's (cached) decision on one destination.
+        """
+        if self._allowed is None:
+            return True
+        key = (asked, host, port)
+        allowed = self._decisions.get(key)
+        if allowed is None:
+            if len(self._decisions) >= DECISION_CACHE:
+                self._decisions.clear()
+            allowed = self._decisions[key] = self._allowed(asked, host, port).allowed
+        return allowed
+
+    def _sendTo(self, host: str, port: int, payload: bytes, asked: str | None = None) -> None:
+        if not self._permits(asked or host, host, port):
+            self._drop("denied")
+            return
         try:
             outbound = self._outboundFor(host)
             outbound.write(payload, (host, port))

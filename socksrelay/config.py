@@ -1,0 +1,260 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+The configuration file (C{--config FILE}): one TOML file with the access
+rules and the timeouts.  A file with an error is refused with a message
+naming the line and the problem.
+
+Example (see C{etc/socksrelay.toml})::
+
+    [timeouts]
+    handshake = 30      # seconds to finish the handshake
+    connect = 30        # seconds for the outbound connection
+    udp-idle = 120      # seconds a UDP association may sit idle
+    bind = 120          # seconds BIND waits for its peer
+
+    [[rule]]
+    name = "office to the web"
+    action = "allow"
+    clients = ["10.0.0.0/8"]
+    commands = ["connect"]
+    ports = [80, 443, "8000-8100"]
+
+    [[rule]]
+    action = "deny"
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from socksrelay.rules import COMMAND_NAMES, PROTOCOL_NAMES, Policy, Rule
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(Exception):
+    """
+    The configuration file is not acceptable; the message says where and why.
+    """
+
+
+TIMEOUT_KEYS = {
+    "handshake": "handshake-timeout",
+    "connect": "connect-timeout",
+    "udp-idle": "udp-idle-timeout",
+    "bind": "bind-timeout",
+}
+
+RULE_KEYS = {
+    "name",
+    "action",
+    "clients",
+    "users",
+    "groups",
+    "protocols",
+    "commands",
+    "hosts",
+    "networks",
+    "ports",
+}
+
+
+@dataclass
+class Config:
+    """
+    What a configuration file says.
+
+    @ivar rules: the rules, in order; empty means the defaults apply.
+    @ivar timeouts: option name (as on the command line) to seconds.
+    @ivar path: where it was read from.
+    """
+
+    rules: list[Rule] = field(default_factory=list)
+    timeouts: dict[str, float] = field(default_factory=dict)
+    path: str | None = None
+
+    def policy(self, authRequired: bool) -> Policy:
+        """
+        The policy: the configured rules, or the defaults when there are
+        none.
+        """
+        if self.rules:
+            return Policy(self.rules)
+        return Policy.defaults(authRequired)
+
+
+def _ruleLines(text: str) -> list[int]:
+    return [
+        number
+        for number, line in enumerate(text.splitlines(), 1)
+        if re.match(r"^\s*\[\[\s*rule\s*\]\]", line)
+    ]
+
+
+def _lineOf(text: str, pattern: str, default: int) -> int:
+    for number, line in enumerate(text.splitlines(), 1):
+        if re.match(pattern, line):
+            return number
+    return default
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{what} must be a list of strings")
+    return value
+
+
+def _networks(value: Any, what: str) -> tuple[Any, ...]:
+    networks = []
+    for item in _strings(value, what):
+        try:
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{what}: {item!r} is not a network (CIDR)") from None
+    return tuple(networks)
+
+
+def _ports(value: Any) -> tuple[tuple[int, int], ...]:
+    if isinstance(value, (int, str)):
+        value = [value]
+    if not isinstance(value, list):
+        raise ValueError("ports must be a list of ports or LOW-HIGH ranges")
+    ranges = []
+    for item in value:
+        if isinstance(item, bool):
+            raise ValueError(f"ports: {item!r} is not a port")
+        if isinstance(item, int):
+            low = high = item
+        elif isinstance(item, str) and re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", item):
+            first, _, last = item.partition("-")
+            low, high = int(first), int(last or first)
+        else:
+            raise ValueError(f"ports: {item!r} is not a port or LOW-HIGH range")
+        if not 0 < low <= high < 65536:
+            raise ValueError(f"ports: {item!r} is out of range 1-65535")
+        ranges.append((low, high))
+    return tuple(ranges)
+
+
+def _choices(value: Any, what: str, allowed: frozenset[str]) -> frozenset[str]:
+    names = {v.strip().lower() for v in _strings(value, what)}
+    unknown = names - allowed
+    if unknown:
+        raise ValueError(
+            f"{what}: unknown {', '.join(sorted(unknown))} "
+            f"(expected some of {', '.join(sorted(allowed))})"
+        )
+    return frozenset(names)
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    hosts = []
+    for item in _strings(value, "hosts"):
+        name = item.strip().rstrip(".").lower()
+        if not name or name == ".":
+            raise ValueError(f"hosts: {item!r} is not a host name")
+        hosts.append(name)
+    return tuple(hosts)
+
+
+def parseRule(table: Any, index: int, line: int) -> Rule:
+    """
+    Build the L{Rule} of the C{index}th C{[[rule]]} table.
+
+    @raise ValueError: with the problem.
+    """
+    if not isinstance(table, dict):
+        raise ValueError("a rule must be a table")
+    unknown = set(table) - RULE_KEYS
+    if unknown:
+        raise ValueError(f"unknown key {sorted(unknown)[0]!r} in a rule")
+    action = table.get("action")
+    if action not in ("allow", "deny"):
+        raise ValueError('action must be "allow" or "deny"')
+    name = table.get("name", f"rule {index} (line {line})")
+    if not isinstance(name, str):
+        raise ValueError("name must be a string")
+    kwargs: dict[str, Any] = {}
+    if "clients" in table:
+        kwargs["clients"] = _networks(table["clients"], "clients")
+    if "networks" in table:
+        kwargs["networks"] = _networks(table["networks"], "networks")
+    if "users" in table:
+        kwargs["users"] = frozenset(_strings(table["users"], "users"))
+    if "groups" in table:
+        kwargs["groups"] = frozenset(_strings(table["groups"], "groups"))
+    if "protocols" in table:
+        kwargs["protocols"] = _choices(table["protocols"], "protocols", PROTOCOL_NAMES)
+    if "commands" in table:
+        kwargs["commands"] = _choices(table["commands"], "commands", COMMAND_NAMES)
+    if "hosts" in table:
+        kwargs["hosts"] = _hosts(table["hosts"])
+    if "ports" in table:
+        kwargs["ports"] = _ports(table["ports"])
+    return Rule(action, name, **kwargs)
+
+
+def parseConfig(text: str, path: str = "<config>") -> Config:
+    """
+    Parse the text of a configuration file.
+
+    @raise ConfigError: naming the line and the problem.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    config = Config(path=path)
+    unknown = set(data) - {"rule", "timeouts"}
+    for key in sorted(unknown):
+        line = _lineOf(text, rf"^\s*\[?\s*{re.escape(key)}\b", 1)
+        raise ConfigError(f"{path}, line {line}: unknown setting {key!r}")
+    timeouts = data.get("timeouts", {})
+    if not isinstance(timeouts, dict):
+        raise ConfigError(f"{path}: timeouts must be a table")
+    for key, value in timeouts.items():
+        line = _lineOf(text, rf"^\s*{re.escape(key)}\s*=", 1)
+        if key not in TIMEOUT_KEYS:
+            raise ConfigError(
+                f"{path}, line {line}: unknown timeout {key!r} "
+                f"(expected one of {', '.join(sorted(TIMEOUT_KEYS))})"
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(
+                f"{path}, line {line}: timeout {key!r} must be a positive number of seconds"
+            )
+        config.timeouts[TIMEOUT_KEYS[key]] = float(value)
+    rules = data.get("rule", [])
+    if not isinstance(rules, list):
+        raise ConfigError(f"{path}: rules are written as [[rule]] tables")
+    lines = _ruleLines(text)
+    for index, table in enumerate(rules, 1):
+        line = lines[index - 1] if index - 1 < len(lines) else 1
+        try:
+            config.rules.append(parseRule(table, index, line))
+        except ValueError as e:
+            raise ConfigError(f"{path}, line {line} (rule {index}): {e}") from None
+    return config
+
+
+def loadConfig(path: str) -> Config:
+    """
+    Read and parse a configuration file.
+
+    @raise ConfigError: if it cannot be read or is not acceptable.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    return parseConfig(text, path)
