@@ -48,8 +48,21 @@ class ConfigError(Exception):
 TIMEOUT_KEYS = {
     "handshake": "handshake-timeout",
     "connect": "connect-timeout",
+    "idle": "idle-timeout",
+    "half-closed": "half-closed-timeout",
     "udp-idle": "udp-idle-timeout",
     "bind": "bind-timeout",
+}
+#: Timeouts for which 0 means "no limit".
+OPTIONAL_TIMEOUTS = {"idle", "half-closed"}
+
+LIMIT_KEYS = {
+    "sessions": "sessions",
+    "sessions-per-client": "sessionsPerClient",
+    "sessions-per-user": "sessionsPerUser",
+    "handshakes": "handshakes",
+    "rate": "rate",
+    "burst": "burst",
 }
 
 RULE_KEYS = {
@@ -73,11 +86,13 @@ class Config:
 
     @ivar rules: the rules, in order; empty means the defaults apply.
     @ivar timeouts: option name (as on the command line) to seconds.
+    @ivar limits: L{socksrelay.limits.Limits} attribute name to value.
     @ivar path: where it was read from.
     """
 
     rules: list[Rule] = field(default_factory=list)
     timeouts: dict[str, float] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)
     path: str | None = None
 
     def policy(self, authRequired: bool) -> Policy:
@@ -214,7 +229,7 @@ def parseConfig(text: str, path: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from None
     config = Config(path=path)
-    unknown = set(data) - {"rule", "timeouts"}
+    unknown = set(data) - {"rule", "timeouts", "limits"}
     for key in sorted(unknown):
         line = _lineOf(text, rf"^\s*\[?\s*{re.escape(key)}\b", 1)
         raise ConfigError(f"{path}, line {line}: unknown setting {key!r}")
@@ -228,11 +243,31 @@ def parseConfig(text: str, path: str = "<config>") -> Config:
                 f"{path}, line {line}: unknown timeout {key!r} "
                 f"(expected one of {', '.join(sorted(TIMEOUT_KEYS))})"
             )
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        smallest = 0 if key in OPTIONAL_TIMEOUTS else 1e-9
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < smallest:
             raise ConfigError(
-                f"{path}, line {line}: timeout {key!r} must be a positive number of seconds"
+                f"{path}, line {line}: timeout {key!r} must be a "
+                + ("non-negative" if smallest == 0 else "positive")
+                + " number of seconds"
             )
         config.timeouts[TIMEOUT_KEYS[key]] = float(value)
+    limits = data.get("limits", {})
+    if not isinstance(limits, dict):
+        raise ConfigError(f"{path}: limits must be a table")
+    for key, value in limits.items():
+        line = _lineOf(text, rf"^\s*{re.escape(key)}\s*=", 1)
+        if key not in LIMIT_KEYS:
+            raise ConfigError(
+                f"{path}, line {line}: unknown limit {key!r} "
+                f"(expected one of {', '.join(sorted(LIMIT_KEYS))})"
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(
+                f"{path}, line {line}: limit {key!r} must be a number, 0 for no limit"
+            )
+        if key != "rate" and not float(value).is_integer():
+            raise ConfigError(f"{path}, line {line}: limit {key!r} must be a whole number")
+        config.limits[LIMIT_KEYS[key]] = value
     rules = data.get("rule", [])
     if not isinstance(rules, list):
         raise ConfigError(f"{path}: rules are written as [[rule]] tables")

@@ -31,6 +31,15 @@ class SOCKS5Dialect:
     def failure(self, reply: Reply, reason: str) -> tuple[bytes, str]:
         return encodeReply(reply), f"0x{int(reply):02x}"
 
+    def limited(self, rateLimited: bool, beforeGreeting: bool) -> tuple[bytes, str]:
+        """
+        Over a limit: before the greeting is answered, no acceptable method
+        (C{05 FF}); after it, general failure (0x01).
+        """
+        if beforeGreeting:
+            return b"\x05\xff", "0xff"
+        return self.failure(Reply.GENERAL_FAILURE, "limit")
+
 
 class SOCKS4Dialect:
     """
@@ -45,6 +54,9 @@ class SOCKS4Dialect:
 
     def failure(self, reply: Reply, reason: str) -> tuple[bytes, str]:
         return encodeReply4(Reply4.REJECTED), "91"
+
+    def limited(self, rateLimited: bool, beforeGreeting: bool) -> tuple[bytes, str]:
+        return self.failure(Reply.GENERAL_FAILURE, "limit")
 
 
 #: SOCKS5 outcomes as HTTP statuses, for CONNECT tunnels.
@@ -69,6 +81,16 @@ class HTTPDialect:
     def failure(self, reply: Reply, reason: str) -> tuple[bytes, str]:
         status, text = _HTTP_STATUS.get(reply, (502, "Bad Gateway"))
         return httpResponse(status, text, body=f"{text}: {reason}\n"), str(status)
+
+    def limited(self, rateLimited: bool, beforeGreeting: bool) -> tuple[bytes, str]:
+        """
+        Over a limit: 429 for the rate, 503 for the others.
+        """
+        if rateLimited:
+            status, text = 429, "Too Many Requests"
+        else:
+            status, text = 503, "Service Unavailable"
+        return httpResponse(status, text, body=f"{text}\n"), str(status)
 
 
 def proxyAuthenticationRequired(reason: str) -> bytes:

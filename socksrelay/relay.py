@@ -43,6 +43,56 @@ def describeAddress(address: Any) -> str:
     return str(address)
 
 
+class Activity:
+    """
+    A count of the chunks relayed, shared by both ends of a relay and read
+    by L{Watchdog}s: counting costs an addition, not a timer reset.
+    """
+
+    count = 0
+
+
+class Watchdog:
+    """
+    Calls C{onExpire} once C{activity} has not moved for C{timeout} seconds
+    (checked four times per timeout, so it fires between C{timeout} and
+    1.25 times C{timeout}).
+    """
+
+    CHECKS = 4
+
+    def __init__(
+        self, reactor: Any, timeout: float, activity: Activity, onExpire: Callable[[], None]
+    ) -> None:
+        self._reactor = reactor
+        self._interval = timeout / self.CHECKS
+        self._activity = activity
+        self._onExpire = onExpire
+        self._seen = activity.count
+        self._silent = 0
+        self._call: IDelayedCall | None = reactor.callLater(self._interval, self._check)
+
+    def _check(self) -> None:
+        self._call = None
+        if self._activity.count != self._seen:
+            self._seen = self._activity.count
+            self._silent = 0
+        else:
+            self._silent += 1
+            if self._silent >= self.CHECKS:
+                self._onExpire()
+                return
+        self._call = self._reactor.callLater(self._interval, self._check)
+
+    def stop(self) -> None:
+        """
+        Stop watching.
+        """
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+
 @implementer(IHalfCloseableProtocol)
 class RelayEnd(Protocol):
     """
@@ -67,11 +117,15 @@ class RelayEnd(Protocol):
     _lost = False
     _abortCall: IDelayedCall | None = None
 
+    activity: Activity | None = None
+
     def relayData(self, data: bytes) -> None:
         """
         Relay bytes read on this side to the peer.
         """
         self.bytesIn += len(data)
+        if self.activity is not None:
+            self.activity.count += 1
         assert self.peer is not None
         self.peer.transport.write(data)  # type: ignore[union-attr]
 

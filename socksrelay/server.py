@@ -46,8 +46,9 @@ from socksrelay.httpwire import (
 )
 from socksrelay.wire4 import Command4, SOCKS4Request, SOCKS4ServerConnection
 from socksrelay.interfaces import ISOCKSUser
-from socksrelay.relay import OutboundFactory, OutboundProtocol, RelayEnd
+from socksrelay.relay import Activity, OutboundFactory, OutboundProtocol, RelayEnd, Watchdog
 from socksrelay.relay import describeAddress, splice
+from socksrelay.limits import Admission, Limits, Refusal
 from socksrelay.resolve import resolveAddresses
 from socksrelay.rules import Decision, Policy, Query
 from socksrelay.session import Session
@@ -125,6 +126,12 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     _clientEOF = False
     _association: Any = None
     _bindCleanup: Callable[[], None] | None = None
+    _admitted = False
+    _inHandshake = False
+    _refusal: Any = None
+    _countedUser: str | None = None
+    _halfClosedWatch = False
+    _clientIP = ""
 
     def callLater(self, period: float, func: Callable[[], None]) -> Any:
         """
@@ -138,6 +145,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self.closeTimeout = factory.closeTimeout
         self.onClose = self._sideClosed
         self.onEOF = self._sideEOF
+        self._watchdogs: list[Watchdog] = []
         self.session = Session(
             reactor=factory.reactor,
             client=describeAddress(self.transport.getPeer()),  # type: ignore[union-attr]
@@ -145,6 +153,16 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         )
         self.session.clientEnd = self
         self.setTimeout(factory.handshakeTimeout)
+        peer = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
+        # A client on a UNIX socket is on this host.
+        self._clientIP = normaliseAddress(peer) if peer else "127.0.0.1"
+        try:
+            factory.admission.admit(self._clientIP)
+        except Refusal as e:
+            # Answered (in the client's protocol) when its first byte comes.
+            self._refusal = e
+        else:
+            self._admitted = self._inHandshake = True
 
     # -- handshake ---------------------------------------------------------
 
@@ -159,8 +177,12 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         if self._ending or self._association is not None:
             # A UDP association's control connection carries nothing more.
             return
-        if self._codec is None and not self._detect(data[0]):
-            return
+        if self._codec is None:
+            if not self._detect(data[0]):
+                return
+            if self._refusal is not None:
+                self._refuseOverLimit(self._refusal, beforeGreeting=True)
+                return
         try:
             self._codec.receiveData(data)
             self._processEvents()
@@ -232,6 +254,33 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
                 self._socks4Request(event)
             elif isinstance(event, HTTPRequestHead):
                 self._httpRequest(event)
+
+    def _refuseOverLimit(self, refusal: Refusal, beforeGreeting: bool = False) -> None:
+        data, self.session.replyText = self._dialect.limited(
+            refusal.rateLimited, beforeGreeting
+        )
+        self.transport.write(data)  # type: ignore[union-attr]
+        self._end(f"limit: {refusal.reason}")
+
+    def _handshakeOver(self) -> None:
+        if self._inHandshake:
+            self._inHandshake = False
+            self.factory.admission.handshakeDone()
+
+    def _admitUser(self) -> bool:
+        """
+        Count the session against its user's limit, or refuse it.
+        """
+        user = getattr(self.avatar, "username", None)
+        if user is None or self._countedUser is not None or not self._admitted:
+            return True
+        try:
+            self.factory.admission.admitUser(user)
+        except Refusal as e:
+            self._refuseOverLimit(e)
+            return False
+        self._countedUser = user
+        return True
 
     def _detect(self, first: int) -> bool:
         """
@@ -368,6 +417,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
 
     def _request(self, request: Request) -> None:
         self.setTimeout(None)
+        self._handshakeOver()
+        if not self._admitUser():
+            return
         self.session.command = request.command.name
         self.session.destination = _formatDestination(request.host, request.port)
         command = request.command
@@ -487,6 +539,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         requires one, the request is refused (CD 91).
         """
         self.setTimeout(None)
+        self._handshakeOver()
         self._dialect = SOCKS4Dialect(request.socks4a)
         self.session.protocol = self._dialect.name
         self.session.command = request.command.name
@@ -506,6 +559,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             return
 
         def proceed() -> None:
+            if not self._admitUser():
+                return
             if request.command is Command4.CONNECT:
                 self._connect(request.host, request.port)
             else:
@@ -533,6 +588,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         forwarded by L{socksrelay.httpproxy}.
         """
         self.setTimeout(None)
+        self._handshakeOver()
         self.session.command = head.method
         if head.method != "CONNECT":
             self._startForward(head)
@@ -549,7 +605,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
                 self.session.replyText = "407"
                 self.transport.write(proxyAuthenticationRequired(outcome))  # type: ignore[union-attr]
                 self._end(f"proxy authentication failed: {outcome}")
-            else:
+            elif self._admitUser():
                 self._connect(host, port)
 
         self._wait(
@@ -776,6 +832,18 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         other.onEOF = self._sideEOF
         self.session.outbound = other
         early = self._codec.leftover()
+        factory = self.factory
+        if factory.idleTimeout or factory.halfClosedTimeout:
+            self.activity = other.activity = Activity()
+            if factory.idleTimeout:
+                self._watchdogs.append(
+                    Watchdog(
+                        factory.reactor,
+                        factory.idleTimeout,
+                        self.activity,
+                        lambda: self._relayTimeout("idle timeout"),
+                    )
+                )
         splice(self, other)
         if early:
             self.relayData(early)
@@ -803,6 +871,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
         self.setTimeout(None)
+        self._stopWatchdogs()
         if self._connecting is not None:
             d = self._connecting
             self._stopConnectTimer()
@@ -811,6 +880,10 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             self._association.close()
         if self._forward is not None:
             self._forward.connectionLost(reason)
+        self._handshakeOver()
+        if self._admitted:
+            self._admitted = False
+            self.factory.admission.release(self._clientIP, self._countedUser)
         if self._bindCleanup is not None:
             cleanup, self._bindCleanup = self._bindCleanup, None
             cleanup()
@@ -821,6 +894,32 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
 
     def _sideEOF(self, end: RelayEnd) -> None:
         self.session.noteClose("client EOF" if end is self else "target EOF")
+        timeout = self.factory.halfClosedTimeout
+        if timeout and self.activity is not None and not self._halfClosedWatch:
+            self._halfClosedWatch = True
+            self._watchdogs.append(
+                Watchdog(
+                    self.factory.reactor,
+                    timeout,
+                    self.activity,
+                    lambda: self._relayTimeout("half-closed timeout"),
+                )
+            )
+
+    def _relayTimeout(self, reason: str) -> None:
+        """
+        A relay timed out: close both sides.
+        """
+        self.session.noteClose(reason)
+        self._stopWatchdogs()
+        self.closeGently()
+        if self.peer is not None:
+            self.peer.closeGently()
+
+    def _stopWatchdogs(self) -> None:
+        for watchdog in self._watchdogs:
+            watchdog.stop()
+        self._watchdogs = []
 
     def _sideClosed(self, end: RelayEnd, reason: Failure) -> None:
         self.session.sideClosed(end is self, reason)
@@ -850,6 +949,11 @@ class SOCKS5ServerFactory(Factory):
     @param udpOptions: L{socksrelay.udp.UDPOptions} for UDP ASSOCIATE;
         C{None} (the default) means C{UDPOptions()}: enabled with its default
         options.  Pass C{False} to refuse UDP ASSOCIATE (reply 0x07).
+    @param limits: L{socksrelay.limits.Limits}; C{None} for the defaults.
+    @param idleTimeout: seconds a relay may carry no byte either way before
+        both sides are closed; 0 (the default) for no limit.
+    @param halfClosedTimeout: seconds a relay whose one side has finished may
+        carry no byte before both are closed (default 60; 0 for no limit).
     @param policy: a L{socksrelay.rules.Policy} deciding who may go where,
         or C{None} (the default for code that embeds the factory) to check
         nothing; C{twistd socks5} always passes one (its secure defaults when
@@ -880,6 +984,9 @@ class SOCKS5ServerFactory(Factory):
         protocols: Any = ("socks5", "socks4", "http"),
         httpIdleTimeout: float = 60.0,
         policy: Policy | None = None,
+        limits: Limits | None = None,
+        idleTimeout: float = 0.0,
+        halfClosedTimeout: float = 60.0,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -893,6 +1000,12 @@ class SOCKS5ServerFactory(Factory):
         self.handshakeTimeout = handshakeTimeout
         self.connectTimeout = connectTimeout
         self.closeTimeout = closeTimeout
+        #: Seconds a relay may go without a byte either way (0: no limit).
+        self.idleTimeout = idleTimeout
+        #: Seconds a relay with one side finished may go without a byte.
+        self.halfClosedTimeout = halfClosedTimeout
+        #: The limits (L{socksrelay.limits.Limits}) and their counts.
+        self.admission = Admission(limits or Limits(), reactor.seconds)
         #: The access policy (L{socksrelay.rules.Policy}), or C{None} to
         #: check nothing.
         self.policy = policy

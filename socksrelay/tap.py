@@ -24,6 +24,7 @@ from twisted.python import usage
 
 from socksrelay.auth import SOCKSRealm, methodPreference
 from socksrelay.config import Config, ConfigError, loadConfig
+from socksrelay.limits import Limits
 from socksrelay.bind import BindOptions, parseAdvertiseAddress
 from socksrelay.relay import describeAddress
 from socksrelay.server import SOCKS5ServerFactory
@@ -39,6 +40,13 @@ def _positiveFloat(value: str) -> float:
     number = float(value)
     if not number > 0:
         raise ValueError("must be a positive number of seconds")
+    return number
+
+
+def _nonNegativeFloat(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise ValueError("must be 0 or a positive number of seconds")
     return number
 
 
@@ -177,6 +185,22 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "Seconds BIND waits for the expected peer to connect before the "
             "client gets reply 0x06 (TTL expired).",
             _positiveFloat,
+        ],
+        [
+            "idle-timeout",
+            None,
+            0.0,
+            "Seconds a relayed connection may carry no byte either way before "
+            "both sides are closed; 0 for no limit.",
+            _nonNegativeFloat,
+        ],
+        [
+            "half-closed-timeout",
+            None,
+            60.0,
+            "Seconds a relayed connection whose one side has finished may carry "
+            "no byte before both sides are closed; 0 for no limit.",
+            _nonNegativeFloat,
         ],
         [
             "protocols",
@@ -370,6 +394,9 @@ def makeFactory(config: Options, reactor: Any) -> SOCKS5ServerFactory:
         nameResolver=nameResolver,
         handshakeTimeout=config["handshake-timeout"],
         connectTimeout=config["connect-timeout"],
+        idleTimeout=config["idle-timeout"],
+        halfClosedTimeout=config["half-closed-timeout"],
+        limits=Limits(**fileConfig.limits),
         policy=policy,
         protocols=config["protocols"],
         bindOptions=BindOptions(

@@ -1,0 +1,134 @@
+# -*- test-case-name: tests.test_limits -*-
+"""
+Limits on what clients may take: concurrent sessions in total, per client IP
+and per user; handshakes in progress; new sessions per second per client IP.
+
+L{Admission} keeps the counts; it does no I/O and reads time from the clock
+it is given.  Over a limit the server refuses at once with a failure reply
+and a log line; nothing waits.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass
+class Limits:
+    """
+    The limits; 0 means no limit.
+
+    @ivar sessions: concurrent sessions in total.
+    @ivar sessionsPerClient: concurrent sessions per client IP address.
+    @ivar sessionsPerUser: concurrent sessions per authenticated user.
+    @ivar handshakes: connections that have not finished their handshake.
+    @ivar rate: new sessions per second per client IP (a token bucket that
+        holds up to C{burst} sessions); off by default, since many users
+        can share one IP address behind NAT.
+    @ivar burst: how many new sessions a client IP may open at once.
+    """
+
+    sessions: int = 10000
+    sessionsPerClient: int = 1024
+    sessionsPerUser: int = 256
+    handshakes: int = 1024
+    rate: float = 0.0
+    burst: int = 100
+
+
+class Refusal(Exception):
+    """
+    A limit was reached.
+
+    @ivar reason: for the log.
+    @ivar rateLimited: whether it was the rate (HTTP answers 429, not 503).
+    """
+
+    def __init__(self, reason: str, rateLimited: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.rateLimited = rateLimited
+
+
+#: How many client IPs the rate limiter remembers.
+RATE_TABLE_SIZE = 65536
+
+
+class Admission:
+    """
+    The counts behind L{Limits}.
+    """
+
+    def __init__(self, limits: Limits, seconds: Callable[[], float]) -> None:
+        self.limits = limits
+        self._seconds = seconds
+        self.sessions = 0
+        self.handshakes = 0
+        self.perClient: Counter[str] = Counter()
+        self.perUser: Counter[str] = Counter()
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def admit(self, client: str) -> None:
+        """
+        A new connection from C{client}: count it, or raise L{Refusal}.
+        """
+        limits = self.limits
+        if limits.sessions and self.sessions >= limits.sessions:
+            raise Refusal(f"session limit ({limits.sessions}) reached")
+        if limits.sessionsPerClient and self.perClient[client] >= limits.sessionsPerClient:
+            raise Refusal(
+                f"session limit per client ({limits.sessionsPerClient}) reached for {client}"
+            )
+        if limits.handshakes and self.handshakes >= limits.handshakes:
+            raise Refusal(f"handshake limit ({limits.handshakes}) reached")
+        if limits.rate and not self._takeToken(client):
+            raise Refusal(
+                f"new-session rate limit ({limits.rate:g}/s) reached for {client}",
+                rateLimited=True,
+            )
+        self.sessions += 1
+        self.handshakes += 1
+        self.perClient[client] += 1
+
+    def _takeToken(self, client: str) -> bool:
+        now = self._seconds()
+        limits = self.limits
+        tokens, last = self._buckets.pop(client, (float(limits.burst), now))
+        tokens = min(float(limits.burst), tokens + (now - last) * limits.rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._buckets[client] = (tokens, now)
+        while len(self._buckets) > RATE_TABLE_SIZE:
+            self._buckets.popitem(last=False)
+        return allowed
+
+    def handshakeDone(self) -> None:
+        """
+        A counted connection finished (or abandoned) its handshake.
+        """
+        self.handshakes -= 1
+
+    def admitUser(self, user: str) -> None:
+        """
+        A session of C{user} begins: count it, or raise L{Refusal}.
+        """
+        limit = self.limits.sessionsPerUser
+        if limit and self.perUser[user] >= limit:
+            raise Refusal(f"session limit per user ({limit}) reached for {user}")
+        self.perUser[user] += 1
+
+    def release(self, client: str, user: str | None) -> None:
+        """
+        A counted session ended.
+        """
+        self.sessions -= 1
+        self.perClient[client] -= 1
+        if self.perClient[client] <= 0:
+            del self.perClient[client]
+        if user is not None:
+            self.perUser[user] -= 1
+            if self.perUser[user] <= 0:
+                del self.perUser[user]
