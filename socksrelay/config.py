@@ -87,12 +87,14 @@ class Config:
     @ivar rules: the rules, in order; empty means the defaults apply.
     @ivar timeouts: option name (as on the command line) to seconds.
     @ivar limits: L{socksrelay.limits.Limits} attribute name to value.
+    @ivar recheck: on reload, close live sessions the new rules deny.
     @ivar path: where it was read from.
     """
 
     rules: list[Rule] = field(default_factory=list)
     timeouts: dict[str, float] = field(default_factory=dict)
     limits: dict[str, float] = field(default_factory=dict)
+    recheck: bool = False
     path: str | None = None
 
     def policy(self, authRequired: bool) -> Policy:
@@ -229,10 +231,15 @@ def parseConfig(text: str, path: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from None
     config = Config(path=path)
-    unknown = set(data) - {"rule", "timeouts", "limits"}
+    unknown = set(data) - {"rule", "timeouts", "limits", "recheck"}
     for key in sorted(unknown):
         line = _lineOf(text, rf"^\s*\[?\s*{re.escape(key)}\b", 1)
         raise ConfigError(f"{path}, line {line}: unknown setting {key!r}")
+    recheck = data.get("recheck", False)
+    if not isinstance(recheck, bool):
+        line = _lineOf(text, r"^\s*recheck\s*=", 1)
+        raise ConfigError(f"{path}, line {line}: recheck must be true or false")
+    config.recheck = recheck
     timeouts = data.get("timeouts", {})
     if not isinstance(timeouts, dict):
         raise ConfigError(f"{path}: timeouts must be a table")

@@ -131,6 +131,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     _refusal: Any = None
     _countedUser: str | None = None
     _halfClosedWatch = False
+    _allowedQuery: tuple[str, str, int, tuple[str, ...]] | None = None
     _clientIP = ""
 
     def callLater(self, period: float, func: Callable[[], None]) -> Any:
@@ -152,6 +153,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             listener=describeAddress(self.transport.getHost()),  # type: ignore[union-attr]
         )
         self.session.clientEnd = self
+        factory.live.add(self)
         self.setTimeout(factory.handshakeTimeout)
         peer = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
         # A client on a UNIX socket is on this host.
@@ -507,7 +509,38 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         """
         The policy's word on a host that connects to a BIND port.
         """
+        self._allowedQuery = ("bind", host, port, (host,))
         return self._decide("bind", host, port, (host,))
+
+    def recheck(self) -> bool:
+        """
+        Decide this session again under the current policy; close it (with a
+        log line) if it is now denied.
+
+        @return: whether it was closed.
+        """
+        if self._association is not None:
+            self._association.forgetDecisions()
+            return False
+        if self._allowedQuery is None or self.factory.policy is None or self._ending:
+            return False
+        decision = self._decide(*self._allowedQuery)
+        if decision.allowed:
+            return False
+        self.session.details["rule"] = decision.rule
+        self._log.info(
+            "recheck: closing the session of {client} to {destination}, "
+            "now denied by {rule}",
+            client=self.session.client,
+            destination=self.session.destination,
+            rule=decision.rule,
+        )
+        self.session.noteClose(f"recheck: denied by {decision.rule}")
+        self._stopWatchdogs()
+        self.closeGently()
+        if self.peer is not None:
+            self.peer.closeGently()
+        return True
 
     def _bindListening(self, host: str, port: int) -> None:
         """
@@ -774,6 +807,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self._checkThenOpen(host, port, addresses)
 
     def _checkThenOpen(self, host: str, port: int, addresses: tuple[str, ...]) -> None:
+        self._allowedQuery = ("connect", host, port, addresses)
         decision = self._decide("connect", host, port, addresses)
         if not decision.allowed:
             self._stopConnectTimer()
@@ -870,6 +904,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        self.factory.live.discard(self)
         self.setTimeout(None)
         self._stopWatchdogs()
         if self._connecting is not None:
@@ -1000,6 +1035,8 @@ class SOCKS5ServerFactory(Factory):
         self.handshakeTimeout = handshakeTimeout
         self.connectTimeout = connectTimeout
         self.closeTimeout = closeTimeout
+        #: The live client connections.
+        self.live: set[SOCKS5ServerProtocol] = set()
         #: Seconds a relay may go without a byte either way (0: no limit).
         self.idleTimeout = idleTimeout
         #: Seconds a relay with one side finished may go without a byte.
@@ -1045,6 +1082,45 @@ class SOCKS5ServerFactory(Factory):
 
             self._httpChannelFactory = channelFactory(self.reactor, self.httpIdleTimeout)
         return self._httpChannelFactory
+
+    def reconfigure(
+        self,
+        portal: Portal | None,
+        policy: Policy | None,
+        limits: Limits,
+        timeouts: dict[str, float],
+    ) -> None:
+        """
+        Swap in a new configuration, all at once; live sessions keep what
+        they have, new sessions get the new one.
+
+        @param timeouts: option name (C{handshake-timeout}, ...) to seconds.
+        """
+        self.portal = portal
+        self.methods = methodPreference(portal)
+        self.policy = policy
+        self.admission.limits = limits
+        attributes = {
+            "handshake-timeout": "handshakeTimeout",
+            "connect-timeout": "connectTimeout",
+            "idle-timeout": "idleTimeout",
+            "half-closed-timeout": "halfClosedTimeout",
+        }
+        for name, seconds in timeouts.items():
+            if name in attributes:
+                setattr(self, attributes[name], seconds)
+            elif name == "udp-idle-timeout" and self.udpRelay is not None:
+                self.udpRelay.options.idleTimeout = seconds
+            elif name == "bind-timeout" and self.bindOptions is not None:
+                self.bindOptions.timeout = seconds
+
+    def recheck(self) -> int:
+        """
+        Decide every live session again; close those now denied.
+
+        @return: how many were closed.
+        """
+        return sum(1 for protocol in list(self.live) if protocol.recheck())
 
     def resolver(self) -> Any:
         """

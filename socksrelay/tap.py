@@ -25,6 +25,7 @@ from twisted.python import usage
 from socksrelay.auth import SOCKSRealm, methodPreference
 from socksrelay.config import Config, ConfigError, loadConfig
 from socksrelay.limits import Limits
+from socksrelay.reload import ReloadService
 from socksrelay.bind import BindOptions, parseAdvertiseAddress
 from socksrelay.relay import describeAddress
 from socksrelay.server import SOCKS5ServerFactory
@@ -266,6 +267,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["ports"] = []
         self["nameservers"] = []
         self["config"] = None
+        self["configPath"] = None
+        self["authDescriptions"] = []
+        self["overrides"] = {}
         self._defaults = {name: default for name, _, default, *_ in self.optParameters}
 
     def opt_port(self, description: str) -> None:
@@ -281,12 +285,18 @@ class Options(usage.Options, strcred.AuthOptionMixin):
 
     opt_p = opt_port
 
+    def opt_auth(self, description: str) -> None:
+        """Require credentials checked by this twisted.cred backend (memory:USER:PASSWORD..., file:PATH, unix, anonymous, or any installed ICheckerFactory plugin; see --help-auth). May be given more than once."""  # noqa: E501
+        strcred.AuthOptionMixin.opt_auth(self, description)
+        self["authDescriptions"].append(description)
+
     def opt_config(self, path: str) -> None:
         """Read access rules and timeouts from this TOML file (see etc/socksrelay.toml); command-line options override its timeouts."""  # noqa: E501
         try:
             self["config"] = loadConfig(path)
         except ConfigError as e:
             raise usage.UsageError(str(e))
+        self["configPath"] = path
 
     def opt_nameserver(self, value: str) -> None:
         """Resolve destination names through this DNS server (IP[:PORT], default port 53) instead of the system resolver. May be given more than once."""  # noqa: E501
@@ -304,6 +314,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 # The file sets a timeout unless the command line did.
                 if self[name] == self._defaults[name]:
                     self[name] = seconds
+        for name in ("handshake-timeout", "connect-timeout", "idle-timeout",
+                     "half-closed-timeout", "udp-idle-timeout", "bind-timeout"):
+            if self[name] != self._defaults[name] and (
+                config is None or self[name] != config.timeouts.get(name)
+            ):
+                self["overrides"][name] = self[name]
         if isinstance(self["protocols"], str):
             # usage.Options does not coerce defaults.
             self["protocols"] = parseProtocols(self["protocols"])
@@ -427,6 +443,14 @@ def makeService(config: Options, reactor: Any = None) -> service.MultiService:
     openProxy = AuthMethod.NO_AUTHENTICATION in factory.methods
     top = service.MultiService()
     top.setName("socksrelay")
+    ReloadService(
+        factory,
+        reactor,
+        config["configPath"],
+        config["authDescriptions"],
+        config["overrides"],
+        _bytesInMemoryChecker,
+    ).setServiceParent(top)
     for description in config["ports"]:
         endpoint = AnnouncingEndpoint(serverFromString(reactor, description), openProxy)
         StreamServerEndpointService(endpoint, factory).setServiceParent(top)

@@ -457,6 +457,13 @@ class UDPAssociation:
             self._outbound[family] = port
         return port
 
+    def forgetDecisions(self) -> None:
+        """
+        Forget the cached policy decisions (the policy changed): every
+        destination is checked again on its next datagram.
+        """
+        self._decisions.clear()
+
     def _permits(self, asked: str, host: str, port: int) -> bool:
         """
         The policy's (cached) decision on one destination.

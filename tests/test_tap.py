@@ -24,6 +24,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from socksrelay import tap
+from socksrelay.reload import ReloadService
 from socksrelay.interfaces import ISOCKSUser
 from socksrelay.resolve import NamesHostnameResolver
 from socksrelay.server import SOCKS5ServerFactory
@@ -437,10 +438,11 @@ class MakeServiceTests(SynchronousTestCase):
             reactor=reactor,
         )
         self.assertIsInstance(top, MultiService)
-        children = list(top)
+        children = [c for c in top if isinstance(c, StreamServerEndpointService)]
         self.assertEqual(len(children), 2)
-        for child in children:
-            self.assertIsInstance(child, StreamServerEndpointService)
+        reloaders = [c for c in top if isinstance(c, ReloadService)]
+        self.assertEqual(len(reloaders), 1)
+        self.assertIs(reloaders[0].factory, children[0].factory)
         self.assertIs(children[0].factory, children[1].factory)
         self.assertIsInstance(children[0].factory, SOCKS5ServerFactory)
         self.assertIs(children[0].factory.reactor, reactor)
