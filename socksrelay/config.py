@@ -26,6 +26,7 @@ Example (see C{etc/socksrelay.toml})::
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -120,6 +121,29 @@ def _lineOf(text: str, pattern: str, default: int) -> int:
         if re.match(pattern, line):
             return number
     return default
+
+
+def _topLevelLine(text: str, key: str) -> int:
+    """
+    The line where top-level C{key} is set, as C{key = ...} or as a table
+    header C{[key]} / C{[[key]]}.
+    """
+    return _lineOf(text, rf"^\s*(\[+\s*)?{re.escape(key)}\s*(=|\]|\.)", 1)
+
+
+def _lineInTable(text: str, table: str, key: str) -> int:
+    """
+    The line of C{key = ...} inside the C{[table]} section.
+    """
+    inside = False
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"^\s*\[+\s*([^\]]+?)\s*\]", line)
+        if header:
+            inside = header.group(1) == table
+            continue
+        if inside and re.match(rf"^\s*{re.escape(key)}\s*=", line):
+            return number
+    return _topLevelLine(text, table)
 
 
 def _strings(value: Any, what: str) -> list[str]:
@@ -233,25 +257,32 @@ def parseConfig(text: str, path: str = "<config>") -> Config:
     config = Config(path=path)
     unknown = set(data) - {"rule", "timeouts", "limits", "recheck"}
     for key in sorted(unknown):
-        line = _lineOf(text, rf"^\s*\[?\s*{re.escape(key)}\b", 1)
-        raise ConfigError(f"{path}, line {line}: unknown setting {key!r}")
+        line = _topLevelLine(text, key)
+        hint = " (rules are written as [[rule]] tables)" if key == "rules" else ""
+        raise ConfigError(f"{path}, line {line}: unknown setting {key!r}{hint}")
     recheck = data.get("recheck", False)
     if not isinstance(recheck, bool):
-        line = _lineOf(text, r"^\s*recheck\s*=", 1)
+        line = _topLevelLine(text, "recheck")
         raise ConfigError(f"{path}, line {line}: recheck must be true or false")
     config.recheck = recheck
     timeouts = data.get("timeouts", {})
     if not isinstance(timeouts, dict):
-        raise ConfigError(f"{path}: timeouts must be a table")
+        line = _topLevelLine(text, "timeouts")
+        raise ConfigError(f"{path}, line {line}: timeouts must be a [timeouts] table")
     for key, value in timeouts.items():
-        line = _lineOf(text, rf"^\s*{re.escape(key)}\s*=", 1)
+        line = _lineInTable(text, "timeouts", key)
         if key not in TIMEOUT_KEYS:
             raise ConfigError(
                 f"{path}, line {line}: unknown timeout {key!r} "
                 f"(expected one of {', '.join(sorted(TIMEOUT_KEYS))})"
             )
         smallest = 0 if key in OPTIONAL_TIMEOUTS else 1e-9
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < smallest:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < smallest
+        ):
             raise ConfigError(
                 f"{path}, line {line}: timeout {key!r} must be a "
                 + ("non-negative" if smallest == 0 else "positive")
@@ -260,15 +291,21 @@ def parseConfig(text: str, path: str = "<config>") -> Config:
         config.timeouts[TIMEOUT_KEYS[key]] = float(value)
     limits = data.get("limits", {})
     if not isinstance(limits, dict):
-        raise ConfigError(f"{path}: limits must be a table")
+        line = _topLevelLine(text, "limits")
+        raise ConfigError(f"{path}, line {line}: limits must be a [limits] table")
     for key, value in limits.items():
-        line = _lineOf(text, rf"^\s*{re.escape(key)}\s*=", 1)
+        line = _lineInTable(text, "limits", key)
         if key not in LIMIT_KEYS:
             raise ConfigError(
                 f"{path}, line {line}: unknown limit {key!r} "
                 f"(expected one of {', '.join(sorted(LIMIT_KEYS))})"
             )
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
             raise ConfigError(
                 f"{path}, line {line}: limit {key!r} must be a number, 0 for no limit"
             )
@@ -277,7 +314,8 @@ def parseConfig(text: str, path: str = "<config>") -> Config:
         config.limits[LIMIT_KEYS[key]] = value
     rules = data.get("rule", [])
     if not isinstance(rules, list):
-        raise ConfigError(f"{path}: rules are written as [[rule]] tables")
+        line = _topLevelLine(text, "rule")
+        raise ConfigError(f"{path}, line {line}: rules are written as [[rule]] tables")
     lines = _ruleLines(text)
     for index, table in enumerate(rules, 1):
         line = lines[index - 1] if index - 1 < len(lines) else 1

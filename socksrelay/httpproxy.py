@@ -17,6 +17,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import ConnectingCancelledError, TimeoutError
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -57,20 +58,57 @@ def hopByHop(connectionValues: list[bytes]) -> frozenset[bytes]:
     return HOP_BY_HOP | named
 
 
+class Denied(Exception):
+    """
+    The access policy refused the destination; C{rule} names the rule.
+    """
+
+    def __init__(self, rule: str) -> None:
+        super().__init__(f"denied by {rule}")
+        self.rule = rule
+
+
 class _ForwardClient(ProxyClient):
     """
-    The request to the origin; drops hop-by-hop headers of the response.
+    The request to the origin.  The response's headers are held until the
+    end of the header block, so that hop-by-hop headers can be dropped even
+    when the C{Connection} header that names them comes last; an origin that
+    closes without a status line becomes a 502.
     """
 
-    _skip: frozenset[bytes] = HOP_BY_HOP
+    _gotStatus = False
+
+    def connectionMade(self) -> None:
+        self._headers: list[tuple[bytes, bytes]] = []
+        self.father.outbound = self
+        if self.father._disconnected:
+            # The client left while this connection was being made.
+            self.transport.loseConnection()
+            return
+        ProxyClient.connectionMade(self)
+
+    def handleStatus(self, version: bytes, code: bytes, message: bytes) -> None:
+        self._gotStatus = True
+        ProxyClient.handleStatus(self, version, code, message)
 
     def handleHeader(self, key: bytes, value: bytes) -> None:
-        lowered = key.lower()
-        if lowered == b"connection":
-            self._skip = self._skip | hopByHop([value])
-        if lowered in self._skip:
+        self._headers.append((key, value))
+
+    def handleEndHeaders(self) -> None:
+        skip = hopByHop([v for k, v in self._headers if k.lower() == b"connection"])
+        for key, value in self._headers:
+            if key.lower() not in skip:
+                ProxyClient.handleHeader(self, key, value)
+        ProxyClient.handleEndHeaders(self)
+
+    def handleResponseEnd(self) -> None:
+        if not self._gotStatus and not self._finished:
+            self._finished = True
+            request: ForwardRequest = self.father
+            request._answer(502, b"Bad Gateway", "the origin closed without a response")
+            self.transport.loseConnection()
             return
-        ProxyClient.handleHeader(self, key, value)
+        ProxyClient.handleResponseEnd(self)
 
 
 class _ForwardClientFactory(ProxyClientFactory):
@@ -135,12 +173,31 @@ class ForwardRequest(ProxyRequest):
     def _connectFailed(self, reason: Failure, host: str, port: int) -> None:
         if self.finished or self.channel is None:
             return
-        if reason.check(TimeoutError, ConnectingCancelledError):
+        if reason.check(Denied):
+            self._answer(403, b"Forbidden", f"{host}:{port}: {reason.getErrorMessage()}")
+        elif reason.check(TimeoutError, DeferredTimeoutError, ConnectingCancelledError):
             self._answer(504, b"Gateway Timeout", f"{host}:{port} did not answer in time")
         else:
             self._answer(502, b"Bad Gateway", f"cannot reach {host}:{port}: {reason.getErrorMessage()}")
 
+    outbound: Any = None
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        The client left: close the connection to the origin too.
+        """
+        ProxyRequest.connectionLost(self, reason)
+        if self.outbound is not None and self.outbound.transport is not None:
+            self.outbound.transport.loseConnection()
+
+    def write(self, data: bytes) -> None:
+        if self._disconnected:
+            return
+        ProxyRequest.write(self, data)
+
     def finish(self) -> None:
+        if self._disconnected:
+            return
         channel = self.channel
         if channel is not None and not self.finished:
             channel.noteStatus(self.code)

@@ -154,6 +154,29 @@ class Rule:
             return False
         return True
 
+    @property
+    def hasDestinationCriteria(self) -> bool:
+        """
+        Whether this rule looks at the destination (hosts, networks, ports).
+        """
+        return not (self.hosts is None and self.networks is None and self.ports is None)
+
+    def matchesApartFromDestination(self, query: Query) -> bool:
+        """
+        Whether the criteria about the client, user, protocol and command
+        hold (the destination criteria are not looked at).
+        """
+        return Rule(
+            self.action,
+            self.name,
+            clients=self.clients,
+            users=self.users,
+            groups=self.groups,
+            protocols=self.protocols,
+            commands=self.commands,
+            clientsExcept=self.clientsExcept,
+        ).matches(query)
+
     def _hostMatches(self, host: str) -> bool:
         name = host.rstrip(".").lower()
         for pattern in self.hosts or ():
@@ -226,6 +249,22 @@ class Policy:
         The policy of a server with no rules configured.
         """
         return cls(defaultRules(authRequired))
+
+    def decideCommand(self, query: Query) -> Decision:
+        """
+        Decide a BIND or UDP ASSOCIATE request before any destination is
+        known: denied only when the first rule that could apply is a C{deny}
+        with no destination criteria; when a rule's outcome depends on the
+        destination, the request is let through, and every peer or datagram
+        is decided later with L{decide}.
+        """
+        for rule in self.rules:
+            if not rule.matchesApartFromDestination(query):
+                continue
+            if rule.hasDestinationCriteria:
+                return Decision(True, f"{rule.name} (decided per destination)")
+            return Decision(rule.action == "allow", rule.name)
+        return Decision(False, "no rule matched")
 
     def decide(self, query: Query) -> Decision:
         """

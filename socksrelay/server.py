@@ -147,6 +147,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self.onClose = self._sideClosed
         self.onEOF = self._sideEOF
         self._watchdogs: list[Watchdog] = []
+        self._forwardConnects: set[Deferred[Any]] = set()
         self.session = Session(
             reactor=factory.reactor,
             client=describeAddress(self.transport.getPeer()),  # type: ignore[union-attr]
@@ -309,6 +310,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     def _refuse(self, e: ProtocolError) -> None:
         if e.response:
             self.transport.write(e.response)  # type: ignore[union-attr]
+            self.session.replyText = _replyTextOf(e.response)
         if e.reply is not None:
             self.session.reply = int(e.reply)
         self._end(f"protocol error: {e.message}")
@@ -439,8 +441,36 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
 
     # -- UDP ASSOCIATE (socksrelay.udp) ------------------------------------
 
+    def _commandAllowed(self, command: str, host: str, port: int) -> bool:
+        """
+        Check a BIND or UDP ASSOCIATE request before it opens anything;
+        deny (and answer) when the policy certainly refuses it.
+        """
+        policy = self.factory.policy
+        if policy is None:
+            return True
+        peer = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
+        protocol = self.session.protocol or "socks5"
+        decision = policy.decideCommand(
+            Query(
+                client=normaliseAddress(peer) if peer else "127.0.0.1",
+                protocol="socks4" if protocol == "socks4a" else protocol,
+                command=command,
+                host=host,
+                port=port,
+                user=getattr(self.avatar, "username", None),
+                groups=frozenset(getattr(self.avatar, "groups", None) or ()),
+            )
+        )
+        if not decision.allowed:
+            self._deny(decision)
+        return decision.allowed
+
     def _udpAssociate(self, request: Request) -> None:
         from socksrelay.udp import UDPRefused
+
+        if not self._commandAllowed("udp", request.host, request.port):
+            return
 
         relay = self.factory.udpRelay
         peerHost = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
@@ -486,6 +516,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         """
         from socksrelay.bind import Binding
 
+        if not self._commandAllowed("bind", expectedHost, 0):
+            return
         factory = self.factory
         self._waiting = True
         local = self.transport.getHost()  # type: ignore[union-attr]
@@ -670,7 +702,10 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             login = portal.login(Anonymous(), None, ISOCKSUser)
         else:
             username, password = credentials
-            self.session.user = username.decode("utf-8", "backslashreplace")
+            if self._forward is None:
+                # For a tunnel the session is this user's attempt; a
+                # forwarding connection keeps the user that last logged in.
+                self.session.user = username.decode("utf-8", "backslashreplace")
             if not username:
                 return succeed("empty user name")
             login = portal.login(
@@ -722,8 +757,41 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         channel.dataReceived(early)
 
     def _forwardConnect(self, host: str, port: int, factory: Any) -> Deferred[Any]:
-        d = self.factory.connectEndpoint(host, port).connect(factory)
-        return d.addTimeout(self.factory.connectTimeout, self.factory.reactor)
+        """
+        Connect to an origin for a forwarded request: checked by the policy
+        like a CONNECT (a name on every address it resolves to), within the
+        connect timeout, and cancelled if the client leaves.
+        """
+        from socksrelay.httpproxy import Denied
+
+        server = self.factory
+
+        def connect(addresses: tuple[str, ...] | None) -> Deferred[Any]:
+            if addresses is not None:
+                if not addresses:
+                    raise error.DNSLookupError(host)
+                decision = self._decide("connect", host, port, addresses)
+                if not decision.allowed:
+                    self.session.details["rule"] = decision.rule
+                    raise Denied(decision.rule)
+            return server.endpointFor(host, port, addresses).connect(factory)
+
+        if server.policy is None:
+            d = connect(None)
+        else:
+            address = normaliseAddress(host)
+            if isIPAddress(address) or isIPv6Address(address):
+                d = succeed((address,))
+            else:
+                d = resolveAddresses(server.resolver(), host)
+            d.addCallback(connect)
+        d.addTimeout(server.connectTimeout, server.reactor)
+        self._forwardConnects.add(d)
+        return d.addBoth(self._forwardConnectDone, d)
+
+    def _forwardConnectDone(self, result: Any, d: Deferred[Any]) -> Any:
+        self._forwardConnects.discard(d)
+        return result
 
     def _noteForwardStatus(self, code: int) -> None:
         self.session.replyText = str(code)
@@ -914,6 +982,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         if self._association is not None:
             self._association.close()
         if self._forward is not None:
+            for pending in list(self._forwardConnects):
+                pending.cancel()
             self._forward.connectionLost(reason)
         self._handshakeOver()
         if self._admitted:
@@ -958,6 +1028,19 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
 
     def _sideClosed(self, end: RelayEnd, reason: Failure) -> None:
         self.session.sideClosed(end is self, reason)
+
+
+def _replyTextOf(response: bytes) -> str:
+    """
+    The code that a refusal written by a codec carries, for the log.
+    """
+    if response.startswith(b"HTTP/"):
+        return response.split(b" ", 2)[1].decode("ascii", "replace")
+    if len(response) == 8 and response[0] == 0x00:
+        return str(response[1])
+    if len(response) >= 2 and response[0] == 0x01:
+        return f"auth 0x{response[1]:02x}"
+    return f"0x{response[1]:02x}" if len(response) >= 2 else "-"
 
 
 def _formatDestination(host: str, port: int) -> str:
@@ -1050,6 +1133,8 @@ class SOCKS5ServerFactory(Factory):
         #: and C{"http"} (CONNECT and plain forwarding).
         self.protocols = frozenset(protocols)
         unknown = self.protocols - {"socks5", "socks4", "http"}
+        if not self.protocols:
+            raise ValueError("no protocol to serve")
         if unknown:
             raise ValueError(f"unknown protocols: {', '.join(sorted(unknown))}")
         self.httpIdleTimeout = httpIdleTimeout

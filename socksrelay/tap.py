@@ -271,6 +271,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["authDescriptions"] = []
         self["overrides"] = {}
         self._defaults = {name: default for name, _, default, *_ in self.optParameters}
+        self._explicit: set[str] = set()
 
     def opt_port(self, description: str) -> None:
         """Where to listen: a port number (on 127.0.0.1 only) or a Twisted endpoint description such as tcp:1080:interface=0.0.0.0, tcp6:1080:interface=\\:\\:, unix:/run/socks.sock, ssl:..., systemd:... or haproxy:tcp:1080. May be given more than once. Default: 1080."""  # noqa: E501
@@ -284,6 +285,19 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["ports"].append(description)
 
     opt_p = opt_port
+
+    def parseOptions(self, options: Any = None) -> None:
+        # Note which timeouts the command line sets, so that they win over
+        # the configuration file even when they equal the default.
+        import sys
+
+        args = sys.argv[1:] if options is None else list(options)
+        self._explicit = {
+            name
+            for name in self._defaults
+            if any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
+        }
+        super().parseOptions(options)
 
     def opt_auth(self, description: str) -> None:
         """Require credentials checked by this twisted.cred backend (memory:USER:PASSWORD..., file:PATH, unix, anonymous, or any installed ICheckerFactory plugin; see --help-auth). May be given more than once."""  # noqa: E501
@@ -312,13 +326,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if config is not None:
             for name, seconds in config.timeouts.items():
                 # The file sets a timeout unless the command line did.
-                if self[name] == self._defaults[name]:
+                if name not in self._explicit:
                     self[name] = seconds
-        for name in ("handshake-timeout", "connect-timeout", "idle-timeout",
-                     "half-closed-timeout", "udp-idle-timeout", "bind-timeout"):
-            if self[name] != self._defaults[name] and (
-                config is None or self[name] != config.timeouts.get(name)
-            ):
+        for name in self._explicit:
+            if name.endswith("-timeout"):
                 self["overrides"][name] = self[name]
         if isinstance(self["protocols"], str):
             # usage.Options does not coerce defaults.

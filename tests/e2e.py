@@ -1180,3 +1180,190 @@ def socksifySetup(
     # Without this, Dante's library sends loopback destinations directly.
     env = cleanEnvironment({"SOCKS_CONF": conf, "SOCKS_AUTOADD_LANROUTES": "no"})
     return socksify, env
+
+
+# --------------------------------------------------------------------------
+# SOCKS4/4a and HTTP proxy requests with raw sockets; ncat
+# --------------------------------------------------------------------------
+
+SOCKS4_CONNECT = 0x01
+SOCKS4_BIND = 0x02
+
+CD_GRANTED = 90
+CD_REJECTED = 91
+
+#: DSTIP 0.0.0.1: the SOCKS4a marker that a host name follows the USERID.
+SOCKS4A_MARKER = b"\x00\x00\x00\x01"
+
+
+def encodeSOCKS4Request(
+    host: str, port: int, command: int = SOCKS4_CONNECT, userid: bytes = b""
+) -> bytes:
+    """
+    A SOCKS4 request (C{VN=4 CD DSTPORT DSTIP USERID NUL}) for an IPv4
+    literal C{host}; for any other C{host}, a SOCKS4a request (DSTIP
+    0.0.0.1, the name and a second NUL after the USERID).
+    """
+    try:
+        ip = ipaddress.IPv4Address(host)
+    except ValueError:
+        return (
+            bytes([4, command]) + struct.pack("!H", port) + SOCKS4A_MARKER
+            + userid + b"\x00" + host.encode("idna") + b"\x00"
+        )
+    return bytes([4, command]) + struct.pack("!H", port) + ip.packed + userid + b"\x00"
+
+
+class SOCKS4Reply:
+    """
+    A parsed SOCKS4 reply: C{VN CD DSTPORT DSTIP}.
+    """
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.vn = raw[0]
+        self.cd = raw[1]
+        (self.port,) = struct.unpack("!H", raw[2:4])
+        self.host = socket.inet_ntop(socket.AF_INET, raw[4:8])
+
+    def __repr__(self) -> str:
+        return (
+            f"<SOCKS4Reply vn={self.vn} cd={self.cd} "
+            f"address={self.host}:{self.port} raw={self.raw!r}>"
+        )
+
+
+def readSOCKS4Reply(sock: socket.socket) -> SOCKS4Reply:
+    """
+    Read one 8-byte SOCKS4 reply.
+    """
+    return SOCKS4Reply(recvExactly(sock, 8))
+
+
+def recvUntilClosed(sock: socket.socket, deadline: float = SOCKET_TIMEOUT) -> bytes:
+    """
+    Like L{recvUntilEOF}, but a reset also counts as closed: what the peer
+    sent before it closed.
+    """
+    sock.settimeout(deadline)
+    end = time.monotonic() + deadline
+    buf = bytearray()
+    while True:
+        if time.monotonic() > end:
+            raise TimeoutError(f"not closed within {deadline}s; got {bytes(buf)!r}")
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            return bytes(buf)
+        if not data:
+            return bytes(buf)
+        buf += data
+
+
+def basicCredentials(username: str, password: str) -> str:
+    """
+    The value of a C{Proxy-Authorization} (or C{Authorization}) header for
+    HTTP Basic authentication.
+    """
+    import base64
+
+    token = base64.b64encode(f"{username}:{password}".encode())
+    return "Basic " + token.decode("ascii")
+
+
+class HTTPResponse:
+    """
+    A parsed HTTP/1.x response head, and its body when one was read.
+    """
+
+    def __init__(
+        self, version: str, status: int, reason: str,
+        headers: list[tuple[str, str]], head: bytes, body: bytes,
+    ) -> None:
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.head = head
+        self.body = body
+
+    def header(self, name: str) -> str | None:
+        """
+        The first header called C{name} (case-insensitive), or C{None}.
+        """
+        lowered = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lowered:
+                return value
+        return None
+
+    def __repr__(self) -> str:
+        return f"<HTTPResponse {self.status} {self.reason!r} head={self.head!r} body={self.body!r}>"
+
+
+def readHTTPResponse(
+    sock: socket.socket, body: bool = True, limit: int = 64 * 1024,
+    deadline: float = SOCKET_TIMEOUT,
+) -> HTTPResponse:
+    """
+    Read a response head one byte at a time (so that nothing after it is
+    consumed: a tunnel's bytes stay in the socket), then, if C{body}, a body
+    of C{Content-Length} bytes (none without that header).
+    """
+    end = time.monotonic() + deadline
+    head = bytearray()
+    while not head.endswith(b"\r\n\r\n"):
+        if time.monotonic() > end:
+            raise TimeoutError(f"no response head within {deadline}s: {bytes(head)!r}")
+        if len(head) > limit:
+            raise AssertionError(f"response head over {limit} bytes: {bytes(head[:200])!r}")
+        byte = sock.recv(1)
+        if not byte:
+            raise EOFError(f"connection closed within the response head: {bytes(head)!r}")
+        head += byte
+    lines = bytes(head[:-4]).decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    statusText, _, reason = rest.partition(" ")
+    if not version.startswith("HTTP/1.") or not statusText.isdigit():
+        raise AssertionError(f"not an HTTP response: {bytes(head)!r}")
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.append((name.strip(), value.strip()))
+    response = HTTPResponse(version, int(statusText), reason, headers, bytes(head), b"")
+    if body:
+        length = response.header("Content-Length")
+        if length is not None:
+            response.body = recvExactly(sock, int(length))
+    return response
+
+
+def ncatPath() -> str:
+    """
+    The C{ncat} program (nmap's ncat); L{AssertionError} if missing.
+    """
+    found = shutil.which("ncat")
+    if found is None:
+        raise AssertionError("ncat (Debian package ncat, from nmap) is not installed")
+    return found
+
+
+def runNcat(
+    *args: str, input: bytes = b"", timeout: float = 30.0
+) -> subprocess.CompletedProcess[bytes]:
+    """
+    Run C{ncat -w 10 ARGS} (10 s to connect) with C{input} on its standard
+    input, then EOF, in an environment without proxy variables; C{timeout}
+    bounds the whole run.  ncat half-closes on that EOF and exits when the
+    other side closes.  (Not C{-i}: with an idle timeout, ncat 7.93 does not
+    pass the EOF on and only exits, with status 1, when the timeout expires.)
+    """
+    argv = [ncatPath(), "-w", "10", *args]
+    return subprocess.run(
+        argv,
+        input=input,
+        capture_output=True,
+        env=cleanEnvironment(),
+        timeout=timeout,
+        check=False,
+    )
