@@ -89,6 +89,7 @@ class Config:
     @ivar timeouts: option name (as on the command line) to seconds.
     @ivar limits: L{socksrelay.limits.Limits} attribute name to value.
     @ivar recheck: on reload, close live sessions the new rules deny.
+    @ivar external: outgoing IP addresses, used in turn per session.
     @ivar path: where it was read from.
     """
 
@@ -96,6 +97,7 @@ class Config:
     timeouts: dict[str, float] = field(default_factory=dict)
     limits: dict[str, float] = field(default_factory=dict)
     recheck: bool = False
+    external: list[str] = field(default_factory=list)
     path: str | None = None
 
     def policy(self, authRequired: bool) -> Policy:
@@ -255,7 +257,7 @@ def parseConfig(text: str, path: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from None
     config = Config(path=path)
-    unknown = set(data) - {"rule", "timeouts", "limits", "recheck"}
+    unknown = set(data) - {"rule", "timeouts", "limits", "recheck", "external"}
     for key in sorted(unknown):
         line = _topLevelLine(text, key)
         hint = " (rules are written as [[rule]] tables)" if key == "rules" else ""
@@ -265,6 +267,13 @@ def parseConfig(text: str, path: str = "<config>") -> Config:
         line = _topLevelLine(text, "recheck")
         raise ConfigError(f"{path}, line {line}: recheck must be true or false")
     config.recheck = recheck
+    external = data.get("external", [])
+    try:
+        for item in _strings(external, "external"):
+            config.external.append(str(ipaddress.ip_address(item.strip())))
+    except ValueError as e:
+        line = _topLevelLine(text, "external")
+        raise ConfigError(f"{path}, line {line}: external: {e}") from None
     timeouts = data.get("timeouts", {})
     if not isinstance(timeouts, dict):
         line = _topLevelLine(text, "timeouts")

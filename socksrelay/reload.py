@@ -64,6 +64,7 @@ class ReloadService(Service):
         authDescriptions: Sequence[str],
         overrides: dict[str, float],
         prepareChecker: Callable[[Any], None] = lambda checker: None,
+        externals: Sequence[str] = (),
     ) -> None:
         self.factory = factory
         self.reactor = reactor
@@ -71,6 +72,8 @@ class ReloadService(Service):
         self.authDescriptions = list(authDescriptions)
         self.overrides = dict(overrides)
         self.prepareChecker = prepareChecker
+        #: Outgoing addresses given on the command line (kept on reload).
+        self.externals = list(externals)
         self._previous: Any = None
 
     def privilegedStartService(self) -> None:
@@ -120,6 +123,7 @@ class ReloadService(Service):
             policy=config.policy(authRequired),
             limits=limits,
             timeouts=timeouts,
+            externals=self.externals + config.external,
         )
         self._log.info(
             "configuration reloaded from {path}: {count} rules",

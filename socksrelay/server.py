@@ -132,6 +132,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     _countedUser: str | None = None
     _halfClosedWatch = False
     _allowedQuery: tuple[str, str, int, tuple[str, ...]] | None = None
+    _externalChoice: dict[int, str] | None = None
     _clientIP = ""
 
     def callLater(self, period: float, func: Callable[[], None]) -> Any:
@@ -484,6 +485,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
                 self.session,
                 self._udpIdle,
                 self._udpAllowed if self.factory.policy else None,
+                self._external(),
             )
         except UDPRefused as e:
             self._replyAndEnd(e.reply, e.reason)
@@ -774,7 +776,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
                 if not decision.allowed:
                     self.session.details["rule"] = decision.rule
                     raise Denied(decision.rule)
-            return server.endpointFor(host, port, addresses).connect(factory)
+            return server.endpointFor(host, port, addresses, self._external()).connect(
+                factory
+            )
 
         if server.policy is None:
             d = connect(None)
@@ -835,6 +839,18 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         )
         return self.factory.policy.decide(query)
 
+    def _external(self) -> dict[int, str]:
+        """
+        This session's outgoing addresses (chosen once, on first use).
+        """
+        if self._externalChoice is None:
+            self._externalChoice = self.factory.pickExternal()
+            if self._externalChoice:
+                self.session.details["external"] = ",".join(
+                    self._externalChoice.values()
+                )
+        return self._externalChoice
+
     def _deny(self, decision: Decision) -> None:
         self.session.details["rule"] = decision.rule
         self._replyAndEnd(Reply.NOT_ALLOWED, f"denied by {decision.rule}")
@@ -889,7 +905,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     ) -> None:
         factory = self.factory
         try:
-            endpoint = factory.endpointFor(host, port, addresses)
+            endpoint = factory.endpointFor(host, port, addresses, self._external())
             d = endpoint.connect(OutboundFactory(factory.reactor, factory.closeTimeout))
         except Exception:
             d = Deferred()
@@ -1067,6 +1083,7 @@ class SOCKS5ServerFactory(Factory):
     @param udpOptions: L{socksrelay.udp.UDPOptions} for UDP ASSOCIATE;
         C{None} (the default) means C{UDPOptions()}: enabled with its default
         options.  Pass C{False} to refuse UDP ASSOCIATE (reply 0x07).
+    @param externals: outgoing IP addresses (see L{externals}).
     @param limits: L{socksrelay.limits.Limits}; C{None} for the defaults.
     @param idleTimeout: seconds a relay may carry no byte either way before
         both sides are closed; 0 (the default) for no limit.
@@ -1102,6 +1119,7 @@ class SOCKS5ServerFactory(Factory):
         protocols: Any = ("socks5", "socks4", "http"),
         httpIdleTimeout: float = 60.0,
         policy: Policy | None = None,
+        externals: Any = (),
         limits: Limits | None = None,
         idleTimeout: float = 0.0,
         halfClosedTimeout: float = 60.0,
@@ -1118,6 +1136,12 @@ class SOCKS5ServerFactory(Factory):
         self.handshakeTimeout = handshakeTimeout
         self.connectTimeout = connectTimeout
         self.closeTimeout = closeTimeout
+        #: Outgoing addresses for outbound connections and UDP sockets
+        #: (Dante's C{external}); each session takes one per family in turn.
+        #: They apply when a policy is set (connections then go to checked
+        #: addresses) and C{connectEndpoint} is the default.
+        self.externals = tuple(externals)
+        self._externalTurn = {4: 0, 6: 0}
         #: The live client connections.
         self.live: set[SOCKS5ServerProtocol] = set()
         #: Seconds a relay may go without a byte either way (0: no limit).
@@ -1174,6 +1198,7 @@ class SOCKS5ServerFactory(Factory):
         policy: Policy | None,
         limits: Limits,
         timeouts: dict[str, float],
+        externals: Any = None,
     ) -> None:
         """
         Swap in a new configuration, all at once; live sessions keep what
@@ -1185,6 +1210,8 @@ class SOCKS5ServerFactory(Factory):
         self.methods = methodPreference(portal)
         self.policy = policy
         self.admission.limits = limits
+        if externals is not None:
+            self.externals = tuple(externals)
         attributes = {
             "handshake-timeout": "handshakeTimeout",
             "connect-timeout": "connectTimeout",
@@ -1213,23 +1240,61 @@ class SOCKS5ServerFactory(Factory):
         """
         return self.nameResolver or self.reactor.nameResolver
 
+    def pickExternal(self) -> dict[int, str]:
+        """
+        The outgoing address of each family for a new session, taken from
+        L{externals} in turn (round-robin); empty when none are configured.
+        """
+        chosen = {}
+        for family in (4, 6):
+            choices = [a for a in self.externals if (6 if ":" in a else 4) == family]
+            if choices:
+                chosen[family] = choices[self._externalTurn[family] % len(choices)]
+                self._externalTurn[family] += 1
+        return chosen
+
     def endpointFor(
-        self, host: str, port: int, addresses: tuple[str, ...] | None
+        self,
+        host: str,
+        port: int,
+        addresses: tuple[str, ...] | None,
+        external: dict[int, str] | None = None,
     ) -> IStreamClientEndpoint:
         """
         The endpoint that reaches C{host}: when C{addresses} were resolved
-        (and checked) already, exactly those; otherwise L{connectEndpoint}.
+        (and checked) already, exactly those, from the session's outgoing
+        address (C{external}, by family) if there is one; otherwise
+        L{connectEndpoint}.
+
+        @raise error.NoRouteError: when outgoing addresses are configured but
+            none has the family of any destination address.
         """
         if addresses is None or self.connectEndpoint != self.defaultEndpoint:
             return self.connectEndpoint(host, port)
+        bindAddress = None
+        if external:
+            usable = [a for a in addresses if (6 if ":" in a else 4) in external]
+            if not usable:
+                raise error.NoRouteError(
+                    string="no outgoing address of this address family"
+                )
+            # One outgoing address serves one family: try that family's
+            # addresses (IPv4 first, as resolved).
+            family = 6 if ":" in usable[0] else 4
+            addresses = tuple(a for a in usable if (6 if ":" in a else 4) == family)
+            bindAddress = (external[family], 0)
         if len(addresses) == 1:
-            return self.defaultEndpoint(addresses[0], port)
+            return self.defaultEndpoint(addresses[0], port, bindAddress)
         from socksrelay.resolve import ResolverReactor, StaticResolver
 
         reactor = ResolverReactor(self.reactor, StaticResolver(addresses))
-        return HostnameEndpoint(reactor, host, port, timeout=self.connectTimeout)
+        return HostnameEndpoint(
+            reactor, host, port, timeout=self.connectTimeout, bindAddress=bindAddress
+        )
 
-    def defaultEndpoint(self, host: str, port: int) -> IStreamClientEndpoint:
+    def defaultEndpoint(
+        self, host: str, port: int, bindAddress: tuple[str, int] | None = None
+    ) -> IStreamClientEndpoint:
         """
         The endpoint for a destination: TCP for an IP address; otherwise a
         L{HostnameEndpoint}, which resolves without blocking and tries every
@@ -1237,9 +1302,13 @@ class SOCKS5ServerFactory(Factory):
         """
         timeout = self.connectTimeout
         if isIPAddress(host):
-            return TCP4ClientEndpoint(self.reactor, host, port, timeout=timeout)
+            return TCP4ClientEndpoint(
+                self.reactor, host, port, timeout=timeout, bindAddress=bindAddress
+            )
         if isIPv6Address(host):
-            return TCP6ClientEndpoint(self.reactor, host, port, timeout=timeout)
+            return TCP6ClientEndpoint(
+                self.reactor, host, port, timeout=timeout, bindAddress=bindAddress
+            )
         reactor = self.reactor
         if self.nameResolver is not None:
             from socksrelay.resolve import ResolverReactor

@@ -269,6 +269,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["config"] = None
         self["configPath"] = None
         self["authDescriptions"] = []
+        self["externals"] = []
         self["overrides"] = {}
         self._defaults = {name: default for name, _, default, *_ in self.optParameters}
         self._explicit: set[str] = set()
@@ -311,6 +312,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         except ConfigError as e:
             raise usage.UsageError(str(e))
         self["configPath"] = path
+
+    def opt_external(self, value: str) -> None:
+        """An outgoing IP address for outbound connections and UDP sockets (like Dante's external); given more than once, sessions take them in turn."""  # noqa: E501
+        try:
+            self["externals"].append(parseIPAddress(value))
+        except ValueError as e:
+            raise usage.UsageError(f"Invalid --external {value!r}: {e}")
 
     def opt_nameserver(self, value: str) -> None:
         """Resolve destination names through this DNS server (IP[:PORT], default port 53) instead of the system resolver. May be given more than once."""  # noqa: E501
@@ -425,6 +433,7 @@ def makeFactory(config: Options, reactor: Any) -> SOCKS5ServerFactory:
         halfClosedTimeout=config["half-closed-timeout"],
         limits=Limits(**fileConfig.limits),
         policy=policy,
+        externals=config["externals"] + fileConfig.external,
         protocols=config["protocols"],
         bindOptions=BindOptions(
             ports=config["bind-ports"],
@@ -461,6 +470,7 @@ def makeService(config: Options, reactor: Any = None) -> service.MultiService:
         config["authDescriptions"],
         config["overrides"],
         _bytesInMemoryChecker,
+        config["externals"],
     ).setServiceParent(top)
     for description in config["ports"]:
         endpoint = AnnouncingEndpoint(serverFromString(reactor, description), openProxy)

@@ -183,6 +183,7 @@ class UDPRelay:
         session: Any,
         onIdle: Callable[[], None],
         allowed: Callable[[str, str, int], Any] | None = None,
+        external: dict[int, str] | None = None,
     ) -> "UDPAssociation":
         """
         Make an association for a client, or raise L{UDPRefused}.
@@ -196,6 +197,8 @@ class UDPRelay:
         @param allowed: C{(host as asked, address, port) -> Decision} from the
             access policy, for every destination (decisions are cached per
             association), or C{None} to check nothing.
+        @param external: the outgoing address of each family (4, 6) for the
+            outbound sockets; the wildcard address where none is given.
         """
         options = self.options
         if self.active >= options.maxTotal:
@@ -210,7 +213,7 @@ class UDPRelay:
                 Reply.GENERAL_FAILURE, "no local IP address to relay UDP on"
             )
         association = UDPAssociation(
-            self, clientHost, requestHost, requestPort, session, onIdle, allowed
+            self, clientHost, requestHost, requestPort, session, onIdle, allowed, external
         )
         association.listen(localHost)
         self.active += 1
@@ -273,9 +276,11 @@ class UDPAssociation:
         session: Any,
         onIdle: Callable[[], None],
         allowed: Callable[[str, str, int], Any] | None = None,
+        external: dict[int, str] | None = None,
     ) -> None:
         self._relay = relay
         self._allowed = allowed
+        self._external = external or {}
         self._decisions: dict[tuple[str, str, int], bool] = {}
         self._reactor = relay.reactor
         self._options = relay.options
@@ -450,7 +455,7 @@ class UDPAssociation:
         family = 6 if ":" in host else 4
         port = self._outbound.get(family)
         if port is None:
-            interface = "::" if family == 6 else ""
+            interface = self._external.get(family) or ("::" if family == 6 else "")
             port = self._reactor.listenUDP(
                 0, _OutboundSocket(self), interface=interface, maxPacketSize=READ_SIZE
             )
