@@ -306,7 +306,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["authDescriptions"].append(description)
 
     def opt_config(self, path: str) -> None:
-        """Read access rules and timeouts from this TOML file (see etc/socksrelay.toml); command-line options override its timeouts."""  # noqa: E501
+        """Read access rules, limits, timeouts and outgoing addresses from this TOML file (see etc/socksrelay.toml); command-line options override its timeouts. Re-read on SIGHUP."""  # noqa: E501
         try:
             self["config"] = loadConfig(path)
         except ConfigError as e:
