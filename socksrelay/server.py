@@ -153,9 +153,11 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             reactor=factory.reactor,
             client=describeAddress(self.transport.getPeer()),  # type: ignore[union-attr]
             listener=describeAddress(self.transport.getHost()),  # type: ignore[union-attr]
+            observers=factory.observers,
         )
         self.session.clientEnd = self
         factory.live.add(self)
+        self.session.start()
         self.setTimeout(factory.handshakeTimeout)
         peer = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
         # A client on a UNIX socket is on this host.
@@ -260,6 +262,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
                 self._httpRequest(event)
 
     def _refuseOverLimit(self, refusal: Refusal, beforeGreeting: bool = False) -> None:
+        self.session.count("limit", reason=refusal.reason)
         data, self.session.replyText = self._dialect.limited(
             refusal.rateLimited, beforeGreeting
         )
@@ -267,6 +270,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self._end(f"limit: {refusal.reason}")
 
     def _handshakeOver(self) -> None:
+        if self.session.handshakeDone is None:
+            self.session.handshakeDone = self.factory.reactor.seconds()
         if self._inHandshake:
             self._inHandshake = False
             self.factory.admission.handshakeDone()
@@ -404,6 +409,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self.transport.write(self._codec.authResult(True))  # type: ignore[union-attr]
 
     def _ebAuthenticated(self, reason: Failure) -> None:
+        self.session.count("auth-failure")
         self.transport.write(self._codec.authResult(False))  # type: ignore[union-attr]
         if not reason.check(UnauthorizedLogin, UnhandledCredentials):
             self._log.failure(
@@ -721,6 +727,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             return None
 
         def refused(reason: Failure) -> str:
+            self.session.count("auth-failure")
             if not reason.check(UnauthorizedLogin, UnhandledCredentials):
                 self._log.failure(
                     "credential checker failed for user {user}",
@@ -852,6 +859,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         return self._externalChoice
 
     def _deny(self, decision: Decision) -> None:
+        self.session.count("denied", rule=decision.rule)
         self.session.details["rule"] = decision.rule
         self._replyAndEnd(Reply.NOT_ALLOWED, f"denied by {decision.rule}")
 
@@ -904,6 +912,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self, host: str, port: int, addresses: tuple[str, ...] | None
     ) -> None:
         factory = self.factory
+        self.session.connectStarted = factory.reactor.seconds()
         try:
             endpoint = factory.endpointFor(host, port, addresses, self._external())
             d = endpoint.connect(OutboundFactory(factory.reactor, factory.closeTimeout))
@@ -932,6 +941,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             outbound.transport.loseConnection()  # type: ignore[union-attr]
             return
         local = outbound.transport.getHost()  # type: ignore[union-attr]
+        self.session.connected = self.factory.reactor.seconds()
         self.session.bound = describeAddress(local)
         self.session.resolved = describeAddress(
             outbound.transport.getPeer()  # type: ignore[union-attr]
@@ -1136,6 +1146,9 @@ class SOCKS5ServerFactory(Factory):
         self.handshakeTimeout = handshakeTimeout
         self.connectTimeout = connectTimeout
         self.closeTimeout = closeTimeout
+        #: L{ISessionObserver}s told about every session (access log,
+        #: metrics, control API).
+        self.observers: list[Any] = []
         #: Outgoing addresses for outbound connections and UDP sockets
         #: (Dante's C{external}); each session takes one per family in turn.
         #: They apply when a policy is set (connections then go to checked

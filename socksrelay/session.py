@@ -6,6 +6,7 @@ writes when the session ends.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
@@ -23,9 +24,24 @@ class Session:
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, client: str, listener: str) -> None:
+    _ids = itertools.count(1)
+
+    def __init__(
+        self, reactor: Any, client: str, listener: str, observers: Any = ()
+    ) -> None:
         self._reactor = reactor
+        #: A number unique in this process, for logs and the control API.
+        self.id = next(Session._ids)
         self.started = reactor.seconds()
+        #: When the request was in (the handshake done), when the outbound
+        #: connection or listening socket began, and when it was up.
+        self.handshakeDone: float | None = None
+        self.connectStarted: float | None = None
+        self.connected: float | None = None
+        #: Who closed first: C{client}, C{target} or C{proxy} (with C{reason}).
+        self.closedBy: str | None = None
+        #: L{ISessionObserver}s told when the session starts and ends.
+        self.observers = tuple(observers)
         self.client = client
         self.listener = listener
         self.protocol = "socks5"
@@ -52,12 +68,44 @@ class Session:
         self._outboundGone = False
         self._logged = False
 
-    def noteClose(self, reason: str) -> None:
+    def noteClose(self, reason: str, by: str = "proxy") -> None:
         """
-        Record why the session is ending, unless a reason is already known.
+        Record why the session is ending and who ended it, unless known.
         """
         if self.reason is None:
             self.reason = reason
+            self.closedBy = by
+
+    def start(self) -> None:
+        """
+        Tell the observers that the session began.
+        """
+        for observer in self.observers:
+            observer.sessionStarted(self)
+
+    def count(self, event: str, **fields: Any) -> None:
+        """
+        Tell the observers about something countable that happened in the
+        session (C{auth-failure}, C{denied}, C{udp-drop}...).
+        """
+        for observer in self.observers:
+            observer.eventCounted(self, event, fields)
+
+    @property
+    def bytesUp(self) -> int:
+        """
+        Bytes relayed from the client so far.
+        """
+        return self.clientEnd.bytesIn if self.clientEnd is not None else 0
+
+    @property
+    def bytesDown(self) -> int:
+        """
+        Bytes relayed to the client so far.
+        """
+        if self.downCounter is not None:
+            return int(self.downCounter())
+        return self.outbound.bytesIn if self.outbound is not None else 0
 
     def sideClosed(self, isClient: bool, reason: Failure) -> None:
         """
@@ -65,10 +113,10 @@ class Session:
         """
         side = "client" if isClient else "target"
         if reason.check(ConnectionDone):
-            self.noteClose(f"{side} closed")
+            self.noteClose(f"{side} closed", side)
         else:
             text = reason.getErrorMessage()
-            self.noteClose(f"{side} connection lost: {text}")
+            self.noteClose(f"{side} connection lost: {text}", side)
         if isClient:
             self._clientGone = True
         else:
@@ -83,10 +131,8 @@ class Session:
         if self._logged:
             return
         self._logged = True
-        bytesUp = self.clientEnd.bytesIn if self.clientEnd is not None else 0
-        bytesDown = self.outbound.bytesIn if self.outbound is not None else 0
-        if self.downCounter is not None:
-            bytesDown = self.downCounter()
+        self.ended = self._reactor.seconds()
+        bytesUp, bytesDown = self.bytesUp, self.bytesDown
         extra = "".join(f" {key}={{{key}}}" for key in self.details)
         self._log.info(
             "session ended: protocol={protocol} client={client} user={user} "
@@ -95,6 +141,12 @@ class Session:
             "up={bytesUp} down={bytesDown}" + extra + " "
             "duration={duration:.3f}s reason={reason}",
             **self.details,
+            sessionId=self.id,
+            started=self.started,
+            closedBy=self.closedBy,
+            handshakeDone=self.handshakeDone,
+            connectStarted=self.connectStarted,
+            connected=self.connected,
             client=self.client,
             listener=self.listener,
             protocol=self.protocol,
@@ -109,6 +161,8 @@ class Session:
             or ("-" if self.reply is None else f"0x{self.reply:02x}"),
             bytesUp=bytesUp,
             bytesDown=bytesDown,
-            duration=self._reactor.seconds() - self.started,
+            duration=self.ended - self.started,
             reason=self.reason,
         )
+        for observer in self.observers:
+            observer.sessionEnded(self)

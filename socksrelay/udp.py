@@ -387,6 +387,8 @@ class UDPAssociation:
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] += 1
+        if self._session.observers:
+            self._session.count("udp-drop", reason=reason)
 
     # -- client to destination ---------------------------------------------
 
