@@ -141,6 +141,9 @@ class ForwardRequest(ProxyRequest):
     def _authorized(self, outcome: str | None, host: str, port: int, parts: Any) -> None:
         if self.finished or self.channel is None:
             return
+        if outcome is not None and outcome.startswith("limit: "):
+            self._answer(503, b"Service Unavailable", outcome)
+            return
         if outcome is not None:
             self.setHeader(b"proxy-authenticate", f'Basic realm="{HTTP_REALM}"'.encode())
             self._answer(407, b"Proxy Authentication Required", outcome)

@@ -27,7 +27,8 @@ class Limits:
     @ivar rate: new sessions per second per client IP (a token bucket that
         holds up to C{burst} sessions); off by default, since many users
         can share one IP address behind NAT.
-    @ivar burst: how many new sessions a client IP may open at once.
+    @ivar burst: how many new sessions a client IP may open at once (0: no
+        more than one second's worth of C{rate}).
     """
 
     sessions: int = 10000
@@ -95,8 +96,10 @@ class Admission:
     def _takeToken(self, client: str) -> bool:
         now = self._seconds()
         limits = self.limits
-        tokens, last = self._buckets.pop(client, (float(limits.burst), now))
-        tokens = min(float(limits.burst), tokens + (now - last) * limits.rate)
+        # burst 0: no extra burst, one second's worth of the rate.
+        capacity = float(limits.burst) or max(1.0, limits.rate)
+        tokens, last = self._buckets.pop(client, (capacity, now))
+        tokens = min(capacity, tokens + (now - last) * limits.rate)
         allowed = tokens >= 1.0
         if allowed:
             tokens -= 1.0

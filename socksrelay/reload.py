@@ -65,6 +65,7 @@ class ReloadService(Service):
         overrides: dict[str, float],
         prepareChecker: Callable[[Any], None] = lambda checker: None,
         externals: Sequence[str] = (),
+        defaults: dict[str, float] | None = None,
     ) -> None:
         self.factory = factory
         self.reactor = reactor
@@ -74,6 +75,9 @@ class ReloadService(Service):
         self.prepareChecker = prepareChecker
         #: Outgoing addresses given on the command line (kept on reload).
         self.externals = list(externals)
+        #: The built-in timeouts: what a timeout removed from the file
+        #: returns to.
+        self.defaults = dict(defaults or {})
         self._previous: Any = None
 
     def privilegedStartService(self) -> None:
@@ -116,7 +120,8 @@ class ReloadService(Service):
         authRequired = portal is not None and (
             AuthMethod.NO_AUTHENTICATION not in methodPreference(portal)
         )
-        timeouts = dict(config.timeouts)
+        timeouts = dict(self.defaults)
+        timeouts.update(config.timeouts)
         timeouts.update(self.overrides)
         self.factory.reconfigure(
             portal=portal,

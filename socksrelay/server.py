@@ -575,7 +575,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             destination=self.session.destination,
             rule=decision.rule,
         )
-        self.session.noteClose(f"recheck: denied by {decision.rule}")
+        self._ending = True
+        self.session.reason = f"recheck: denied by {decision.rule}"
+        self.session.closedBy = "proxy"
         self._stopWatchdogs()
         self.closeGently()
         if self.peer is not None:
@@ -720,10 +722,21 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
                 CredUsernamePassword(username, password), None, ISOCKSUser
             )
 
-        def ok(result: Any) -> None:
+        def ok(result: Any) -> str | None:
             if self._logout is not None:
                 self._logout()
             self._cbLogin(result)
+            if self._forward is not None and self._countedUser is None:
+                # A forwarding connection counts against its user's limit
+                # from the first request that logs in.
+                user = getattr(self.avatar, "username", None)
+                if user is not None and self._admitted:
+                    try:
+                        self.factory.admission.admitUser(user)
+                    except Refusal as e:
+                        self.session.count("limit", reason=e.reason)
+                        return f"limit: {e.reason}"
+                    self._countedUser = user
             return None
 
         def refused(reason: Failure) -> str:
@@ -1039,9 +1052,11 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
 
     def _relayTimeout(self, reason: str) -> None:
         """
-        A relay timed out: close both sides.
+        A relay timed out: close both sides.  The timeout, not an EOF seen
+        before it, is why the session ends.
         """
-        self.session.noteClose(reason)
+        self._ending = True
+        self.session.reason, self.session.closedBy = reason, "proxy"
         self._stopWatchdogs()
         self.closeGently()
         if self.peer is not None:

@@ -13,7 +13,7 @@ from zope.interface import implementer
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.cred import strcred
-from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.checkers import FilePasswordDB, InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.credentials import IAnonymous, IUsernamePassword
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
@@ -22,10 +22,13 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
 
+from socksrelay.accesslog import AccessLog, AccessLogService, checkAccessLogPath
 from socksrelay.auth import SOCKSRealm, methodPreference
 from socksrelay.config import Config, ConfigError, loadConfig
+from socksrelay.control import controlService, parseControlEndpoint, readTokenFile
 from socksrelay.limits import Limits
 from socksrelay.reload import ReloadService
+from socksrelay.shutdown import DrainService
 from socksrelay.bind import BindOptions, parseAdvertiseAddress
 from socksrelay.relay import describeAddress
 from socksrelay.server import SOCKS5ServerFactory
@@ -33,6 +36,16 @@ from socksrelay.udp import UDPOptions
 from socksrelay.wire import AuthMethod, normaliseAddress
 
 DEFAULT_PORT = "tcp:1080:interface=127.0.0.1"
+
+#: The timeouts a configuration file may set, by option name.
+TIMEOUT_OPTIONS = (
+    "handshake-timeout",
+    "connect-timeout",
+    "idle-timeout",
+    "half-closed-timeout",
+    "udp-idle-timeout",
+    "bind-timeout",
+)
 
 _log = Logger(namespace="socksrelay.tap")
 
@@ -204,6 +217,14 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             _nonNegativeFloat,
         ],
         [
+            "drain-timeout",
+            None,
+            30.0,
+            "On SIGTERM, seconds live sessions may take to finish before they "
+            "are closed (a second SIGTERM closes them at once).",
+            _nonNegativeFloat,
+        ],
+        [
             "protocols",
             None,
             "socks5,socks4,http",
@@ -250,6 +271,39 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "UDP associations the server holds at once.",
             _positiveInt,
         ],
+        [
+            "metrics",
+            None,
+            None,
+            "ENDPOINT: serve Prometheus metrics (/metrics), the live-sessions "
+            "API (/sessions) and page (/) here, e.g. tcp:9180:interface="
+            "127.0.0.1; a bare port number listens on 127.0.0.1 only.",
+            parseControlEndpoint,
+        ],
+        [
+            "metrics-max-users",
+            None,
+            100,
+            "With --metrics-per-user: users with series of their own; the "
+            "others are counted as user=\"_other\".",
+            _positiveInt,
+        ],
+        [
+            "control-token-file",
+            None,
+            None,
+            "FILE holding a token that every request to the --metrics "
+            "endpoint must carry (Authorization: Bearer TOKEN).",
+            readTokenFile,
+        ],
+        [
+            "access-log",
+            None,
+            None,
+            "FILE: append one JSON object per line for every session that "
+            "ends (reopened on SIGUSR1, for logrotate).",
+            checkAccessLogPath,
+        ],
     ]
 
     optFlags = [
@@ -259,6 +313,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "Let any host answer through a UDP association (endpoint-"
             "independent filtering, for peer-to-peer use). Default: only hosts "
             "the client has sent to.",
+        ],
+        [
+            "metrics-per-user",
+            None,
+            "Also count sessions and bytes by user in --metrics (capped by "
+            "--metrics-max-users).",
         ],
     ]
 
@@ -343,15 +403,28 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             # usage.Options does not coerce defaults.
             self["protocols"] = parseProtocols(self["protocols"])
         for checker in self.get("credCheckers", []):
-            _bytesInMemoryChecker(checker)
+            try:
+                _bytesInMemoryChecker(checker)
+            except ValueError as e:
+                raise usage.UsageError(str(e))
 
 
 def _bytesInMemoryChecker(checker: Any) -> None:
     """
-    Twisted's C{memory:} plugin stores names and passwords as text, but
-    credentials from the wire are bytes (as L{FilePasswordDB} expects);
-    store them as UTF-8 bytes so that C{--auth memory:...} works.
+    Make a checker from C{--auth} ready: Twisted's C{memory:} plugin stores
+    names and passwords as text, but credentials from the wire are bytes (as
+    L{FilePasswordDB} expects), so store them as UTF-8 bytes; and a
+    C{file:} whose file cannot be read is an error now, not a warning
+    followed by every login failing.
+
+    @raise ValueError: if a password file cannot be read.
     """
+    if isinstance(checker, FilePasswordDB):
+        try:
+            with open(checker.filename, "rb"):
+                pass
+        except OSError as e:
+            raise ValueError(f"cannot read password file {checker.filename}: {e}")
     if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
         checker.users = {
             (k.encode("utf-8") if isinstance(k, str) else k): (
@@ -382,9 +455,18 @@ class AnnouncingEndpoint:
     def __init__(self, endpoint: IStreamServerEndpoint, openProxy: bool) -> None:
         self._endpoint = endpoint
         self._openProxy = openProxy
+        self.ports: list[IListeningPort] = []
+
+    @property
+    def listening(self) -> int:
+        """
+        How many of its ports listen now (for the metrics).
+        """
+        return sum(1 for port in self.ports if getattr(port, "connected", True))
 
     def listen(self, protocolFactory: Any) -> Deferred[IListeningPort]:
         def announce(port: IListeningPort) -> IListeningPort:
+            self.ports.append(port)
             address = port.getHost()
             host = getattr(address, "host", None)
             if host is not None:
@@ -463,6 +545,7 @@ def makeService(config: Options, reactor: Any = None) -> service.MultiService:
     openProxy = AuthMethod.NO_AUTHENTICATION in factory.methods
     top = service.MultiService()
     top.setName("socksrelay")
+    DrainService(factory, reactor, config["drain-timeout"]).setServiceParent(top)
     ReloadService(
         factory,
         reactor,
@@ -471,8 +554,26 @@ def makeService(config: Options, reactor: Any = None) -> service.MultiService:
         config["overrides"],
         _bytesInMemoryChecker,
         config["externals"],
+        {name: config._defaults[name] for name in TIMEOUT_OPTIONS},
     ).setServiceParent(top)
+    if config.get("access-log"):
+        accessLog = AccessLog(config["access-log"])
+        factory.observers.append(accessLog)
+        AccessLogService(accessLog, reactor).setServiceParent(top)
+    endpoints = []
     for description in config["ports"]:
         endpoint = AnnouncingEndpoint(serverFromString(reactor, description), openProxy)
+        endpoints.append(endpoint)
         StreamServerEndpointService(endpoint, factory).setServiceParent(top)
+    if config.get("metrics"):
+        tokenFile = config.get("control-token-file")
+        controlService(
+            factory,
+            config["metrics"],
+            reactor,
+            perUser=bool(config.get("metrics-per-user")),
+            maxUsers=config.get("metrics-max-users", 100),
+            token=None if tokenFile is None else tokenFile.token,
+            listeningSockets=lambda: sum(e.listening for e in endpoints),
+        ).setServiceParent(top)
     return top

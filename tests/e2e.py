@@ -491,7 +491,9 @@ class ProxyProcess(TwistdProcess):
         self.extraArgs = list(extraArgs)
         self.host = LOOPBACK_V4
         super().__init__(
-            ["socks5", "--port", "tcp:0:interface=127.0.0.1", *self.extraArgs],
+            # A short drain keeps teardown quick; tests may give their own.
+            ["socks5", "--port", "tcp:0:interface=127.0.0.1", "--drain-timeout", "2",
+             *self.extraArgs],
             LISTENING_RE,
             startupTimeout,
             env=env,
