@@ -23,12 +23,11 @@ import hmac
 import html
 import ipaddress
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from zope.interface import implementer
-
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
@@ -36,6 +35,7 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
+from zope.interface import implementer
 
 from socksrelay.metrics import Metrics
 from socksrelay.relay import describeAddress
@@ -195,6 +195,31 @@ def _json(request: Request, value: Any, code: int = 200) -> bytes:
     return json.dumps(value, indent=1).encode("utf-8") + b"\n"
 
 
+class _JSONResource(Resource):
+    """
+    A resource that answers a method it does not serve with a JSON 405.
+    """
+
+    def render(self, request: Request) -> bytes:
+        method = (request.method or b"").decode("ascii", "replace")
+        served = {
+            name[len("render_") :]
+            for name in dir(self)
+            if name.startswith("render_") and name[len("render_") :].isupper()
+        }
+        served.discard("HEAD")
+        if "GET" in served:
+            served.add("HEAD")
+        handler = None
+        if method in served:
+            handler = getattr(self, f"render_{'GET' if method == 'HEAD' else method}")
+        if handler is None:
+            allowed = sorted(served)
+            request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
+            return _json(request, {"error": f"method {method} not allowed"}, 405)
+        return handler(request)  # type: ignore[no-any-return]
+
+
 class ErrorResource(Resource):
     """
     A JSON error answer for every method.
@@ -225,7 +250,7 @@ def _crossOrigin(request: Request) -> bool:
     return host is None or urlsplit(origin).netloc != host
 
 
-class _Action(Resource):
+class _Action(_JSONResource):
     """
     A POST that changes something: refused when a browser sends it from
     another site.
@@ -233,7 +258,7 @@ class _Action(Resource):
 
     isLeaf = True
 
-    def __init__(self, control: "ControlResource") -> None:
+    def __init__(self, control: ControlResource) -> None:
         super().__init__()
         self.control = control
 
@@ -251,7 +276,7 @@ class CloseSessionResource(_Action):
     C{POST /sessions/ID/close}.
     """
 
-    def __init__(self, control: "ControlResource", sessionId: int) -> None:
+    def __init__(self, control: ControlResource, sessionId: int) -> None:
         super().__init__(control)
         self.sessionId = sessionId
 
@@ -280,12 +305,12 @@ class CloseUserResource(_Action):
         return _json(request, {"closed": closed})
 
 
-class SessionResource(Resource):
+class SessionResource(_JSONResource):
     """
     C{GET /sessions/ID}, and C{close} below it.
     """
 
-    def __init__(self, control: "ControlResource", sessionId: int) -> None:
+    def __init__(self, control: ControlResource, sessionId: int) -> None:
         super().__init__()
         self.control = control
         self.sessionId = sessionId
@@ -304,12 +329,12 @@ class SessionResource(Resource):
         return _json(request, describeSession(protocol, self.control.now()))
 
 
-class SessionsResource(Resource):
+class SessionsResource(_JSONResource):
     """
     C{GET /sessions}: the live sessions as a JSON list.
     """
 
-    def __init__(self, control: "ControlResource") -> None:
+    def __init__(self, control: ControlResource) -> None:
         super().__init__()
         self.control = control
 
@@ -333,7 +358,7 @@ class SessionsResource(Resource):
         return _json(request, [describeSession(p, now) for p in found])
 
 
-class MetricsResource(Resource):
+class MetricsResource(_JSONResource):
     """
     C{GET /metrics}: Prometheus text.
     """
@@ -459,7 +484,7 @@ _COLUMNS = (
 )
 
 
-class PageResource(Resource):
+class PageResource(_JSONResource):
     """
     C{GET /}: the live sessions as an HTML table, filled in on the server
     and then updated every two seconds from C{/sessions} (with a plain
@@ -468,7 +493,7 @@ class PageResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, control: "ControlResource") -> None:
+    def __init__(self, control: ControlResource) -> None:
         super().__init__()
         self.control = control
 

@@ -13,7 +13,8 @@ which they share the series C{user="_other"}.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -168,7 +169,7 @@ class _SessionState:
     What the metrics remember of one live session.
     """
 
-    __slots__ = ("handshakeSeen", "connectSeen", "outcome")
+    __slots__ = ("connectSeen", "handshakeSeen", "outcome")
 
     def __init__(self) -> None:
         self.handshakeSeen = False
@@ -181,7 +182,7 @@ class _LiveCollector(Collector):
     The metrics that are read from the live sessions at scrape time.
     """
 
-    def __init__(self, metrics: "Metrics") -> None:
+    def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
     def collect(self) -> Iterator[Any]:
@@ -419,14 +420,17 @@ class Metrics:
             self._observeLatencies(session, state, ended=False)
 
     def _observeLatencies(self, session: Any, state: _SessionState, ended: bool) -> None:
-        if not state.handshakeSeen and session.handshakeDone is not None:
-            # When a session ends, a handshake time is recorded even if the
-            # handshake never finished; a request read means it did.
-            if not ended or session.command is not None:
-                state.handshakeSeen = True
-                self.handshakeLatency.observe(
-                    max(0.0, session.handshakeDone - session.started)
-                )
+        # When a session ends, a handshake time is recorded even if the
+        # handshake never finished; a request read means it did.
+        if (
+            not state.handshakeSeen
+            and session.handshakeDone is not None
+            and (not ended or session.command is not None)
+        ):
+            state.handshakeSeen = True
+            self.handshakeLatency.observe(
+                max(0.0, session.handshakeDone - session.started)
+            )
         if (
             not state.connectSeen
             and session.connected is not None

@@ -79,6 +79,7 @@ class ReloadService(Service):
         #: returns to.
         self.defaults = dict(defaults or {})
         self._previous: Any = None
+        self._installed = False
 
     def privilegedStartService(self) -> None:
         # twistd listens in privilegedStartService, before startService:
@@ -91,13 +92,18 @@ class ReloadService(Service):
         self._installHandler()
 
     def _installHandler(self) -> None:
-        if hasattr(signal, "SIGHUP") and self._previous is None:
+        if hasattr(signal, "SIGHUP") and not self._installed:
             self._previous = signal.signal(signal.SIGHUP, self._signalled)
+            self._installed = True
 
     def stopService(self) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGHUP, self._previous)
             self._previous = None
+        elif self._installed:
+            # The previous handler was not set from Python: back to default.
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        self._installed = False
         return Service.stopService(self)
 
     def _signalled(self, signum: int, frame: Any) -> None:

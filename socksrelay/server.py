@@ -223,7 +223,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         if self._forward is not None:
             # The client sends no more requests: close once the response in
             # progress (if any) is finished.
-            self.session.noteClose("client EOF")
+            self.session.noteClose("client EOF", "client")
             pending = getattr(self._forward, "requests", None)
             if pending:
                 pending[-1].notifyFinish().addBoth(
@@ -919,6 +919,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             self._waiting = False
             self._deny(decision)
             return
+        self.session.details["rule"] = decision.rule
         self._openConnection(host, port, addresses)
 
     def _openConnection(
@@ -1037,7 +1038,10 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         RelayEnd.connectionLost(self, reason)
 
     def _sideEOF(self, end: RelayEnd) -> None:
-        self.session.noteClose("client EOF" if end is self else "target EOF")
+        if end is self:
+            self.session.noteClose("client EOF", "client")
+        else:
+            self.session.noteClose("target EOF", "target")
         timeout = self.factory.halfClosedTimeout
         if timeout and self.activity is not None and not self._halfClosedWatch:
             self._halfClosedWatch = True

@@ -11,7 +11,6 @@ from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, generate_latest
-
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address
@@ -173,13 +172,13 @@ class SessionMetricsTests(SynchronousTestCase):
         p.reactor.advance(0.25)
         c.send(greeting(0x00) + request("192.0.2.1", 80))
         p.reactor.advance(0.5)
-        outbound, outboundTransport = p.recorder.last.succeed()
+        outbound, _ = p.recorder.last.succeed()
         c.send(b"hello")
         outbound.dataReceived(b"world!!")
         self.assertEqual(p.value("socksrelay_sessions_active", protocol="socks5"), 1)
         c.lost()
         endOutbound(outbound)
-        labels = dict(protocol="socks5", command="CONNECT", result="ok")
+        labels = {"protocol": "socks5", "command": "CONNECT", "result": "ok"}
         self.assertEqual(p.value("socksrelay_sessions_total", **labels), 1)
         self.assertEqual(p.value("socksrelay_sessions_active", protocol="socks5"), 0)
         self.assertEqual(p.value("socksrelay_bytes_total", direction="up"), 5)
@@ -227,7 +226,7 @@ class SessionMetricsTests(SynchronousTestCase):
         c.lost()
         endOutbound(outbound)
         self.assertEqual(p.value("socksrelay_bytes_total", direction="up"), 150)
-        c2, outbound2, _ = p.connected()
+        _, outbound2, _ = p.connected()
         outbound2.dataReceived(b"y" * 10)
         self.assertEqual(p.value("socksrelay_bytes_total", direction="down"), 10)
 
@@ -543,19 +542,19 @@ class LabelTests(SynchronousTestCase):
         Reply codes, HTTP statuses and end reasons map onto the results.
         """
         cases = [
-            (dict(reply=0), "ok"),
-            (dict(reply=1), "error"),
-            (dict(reply=2), "denied"),
-            (dict(reply=4), "unreachable"),
-            (dict(reply=5), "refused"),
-            (dict(reply=6), "timeout"),
-            (dict(reply=7), "unsupported"),
-            (dict(replyText="407"), "auth"),
-            (dict(replyText="0xff"), "auth"),
-            (dict(reason="authentication failed: empty user name"), "auth"),
-            (dict(command="HTTP", replyText="200"), "ok"),
-            (dict(command="HTTP", replyText="502"), "refused"),
-            (dict(), "incomplete"),
+            ({"reply": 0}, "ok"),
+            ({"reply": 1}, "error"),
+            ({"reply": 2}, "denied"),
+            ({"reply": 4}, "unreachable"),
+            ({"reply": 5}, "refused"),
+            ({"reply": 6}, "timeout"),
+            ({"reply": 7}, "unsupported"),
+            ({"replyText": "407"}, "auth"),
+            ({"replyText": "0xff"}, "auth"),
+            ({"reason": "authentication failed: empty user name"}, "auth"),
+            ({"command": "HTTP", "replyText": "200"}, "ok"),
+            ({"command": "HTTP", "replyText": "502"}, "refused"),
+            ({}, "incomplete"),
         ]
         for fields, expected in cases:
             self.assertEqual(sessionResult(self.session(**fields)), expected, fields)

@@ -171,13 +171,14 @@ class ConnectPolicyTests(SynchronousTestCase):
 
     def test_allowedIP(self) -> None:
         """
-        An allowed IP is connected to, and the session names no rule.
+        An allowed IP is connected to, and the session names the rule that
+        allowed it.
         """
         h = self.harness()
         h.send(greeting(0x00) + request("192.0.2.1", 80))
         self.assertEqual(h.recorder.requests, [("192.0.2.1", 80)])
         self.assertEqual(h.received(), NO_AUTH_SELECTED)
-        self.assertNotIn("rule", h.protocol.session.details)
+        self.assertEqual(h.protocol.session.details["rule"], "the rest")
 
     def test_noRuleMatched(self) -> None:
         """
