@@ -451,7 +451,8 @@ _PAGE_SCRIPT = """
     }
     previous = new Map(sessions.map(function (s) { return [s.id, s]; }));
     previousTime = now;
-    summary.textContent = sessions.length + " live sessions; throughput up " +
+    summary.textContent = sessions.length +
+      (sessions.length === 1 ? " live session" : " live sessions") + "; throughput up " +
       size(totalUp) + "/s, down " + size(totalDown) + "/s; updated " +
       new Date().toLocaleTimeString();
   }
@@ -554,7 +555,7 @@ class PageResource(_JSONResource):
             "</noscript>"
             f"<style>{_PAGE_STYLE}</style></head><body>"
             "<h1>socksrelay: live sessions</h1>"
-            f'<p id="summary">{len(sessions)} live sessions</p>'
+            f'<p id="summary">{len(sessions)} live session{"" if len(sessions) == 1 else "s"}</p>'
             f'<table id="sessions"><thead><tr>{head}</tr></thead>'
             f'<tbody id="rows">{"".join(body)}</tbody></table>'
             f"<script>{_PAGE_SCRIPT % {'interval': PAGE_REFRESH_MS}}</script>"

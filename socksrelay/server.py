@@ -269,8 +269,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self.transport.write(data)  # type: ignore[union-attr]
         self._end(f"limit: {refusal.reason}")
 
-    def _handshakeOver(self) -> None:
-        if self.session.handshakeDone is None:
+    def _handshakeOver(self, finished: bool = True) -> None:
+        if finished and self.session.handshakeDone is None:
             self.session.handshakeDone = self.factory.reactor.seconds()
         if self._inHandshake:
             self._inHandshake = False
@@ -793,8 +793,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
                 if not addresses:
                     raise error.DNSLookupError(host)
                 decision = self._decide("connect", host, port, addresses)
+                self.session.details["rule"] = decision.rule
                 if not decision.allowed:
-                    self.session.details["rule"] = decision.rule
+                    self.session.count("denied", rule=decision.rule)
                     raise Denied(decision.rule)
             return server.endpointFor(host, port, addresses, self._external()).connect(
                 factory
@@ -1025,7 +1026,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             for pending in list(self._forwardConnects):
                 pending.cancel()
             self._forward.connectionLost(reason)
-        self._handshakeOver()
+        self._handshakeOver(finished=False)
         if self._admitted:
             self._admitted = False
             self.factory.admission.release(self._clientIP, self._countedUser)

@@ -398,7 +398,7 @@ class LiveSessionTests(_MetricsProxyTestCase):
         self.assertIn('<table id="sessions">', dom)
         self.assertIn(f"<td>{destination}</td>", dom)
         # The script ran: it wrote the throughput summary.
-        self.assertRegex(dom, r"1 live sessions; throughput up")
+        self.assertRegex(dom, r"1 live session; throughput up")
         sock.sendall(b"pong")
         self.assertEqual(recvExactly(sock, 4), b"pong")
 
