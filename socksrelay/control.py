@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hmac
 import html
-import ipaddress
 import json
 from collections.abc import Callable
 from typing import Any
@@ -29,17 +28,15 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
-from zope.interface import implementer
 
+from socksrelay.listening import AnnouncingEndpoint
 from socksrelay.metrics import Metrics
 from socksrelay.relay import describeAddress
-from socksrelay.wire import normaliseAddress
 
 _log = Logger(namespace="socksrelay.control")
 
@@ -630,50 +627,21 @@ class ControlSite(Site):
         pass
 
 
-def _isLoopback(address: Any) -> bool:
-    host = getattr(address, "host", None)
-    if host is None:
-        return getattr(address, "name", None) is not None
-    try:
-        return ipaddress.ip_address(normaliseAddress(host)).is_loopback
-    except ValueError:
-        return False
-
-
-@implementer(IStreamServerEndpoint)
-class AnnouncingControlEndpoint:
+class AnnouncingControlEndpoint(AnnouncingEndpoint):
     """
-    A server endpoint that logs C{metrics and control on HOST port PORT}
-    once it listens, and warns when it listens beyond loopback without a
-    token.
+    The metrics and control listener: says where it listens, and warns when
+    it listens beyond loopback without a token.
     """
+
+    what = "metrics and control on"
+    warning = (
+        "WARNING: the metrics and control endpoint listens on "
+        "{address} without --control-token-file: anyone who can "
+        "reach it can list and close sessions."
+    )
 
     def __init__(self, endpoint: IStreamServerEndpoint, hasToken: bool) -> None:
-        self._endpoint = endpoint
-        self._hasToken = hasToken
-
-    def listen(self, protocolFactory: Any) -> Deferred[IListeningPort]:
-        def announce(port: IListeningPort) -> IListeningPort:
-            address = port.getHost()
-            host = getattr(address, "host", None)
-            if host is not None:
-                _log.info(
-                    "metrics and control on {host} port {port}",
-                    host=normaliseAddress(host),
-                    port=address.port,  # type: ignore[attr-defined]
-                )
-            else:
-                _log.info("metrics and control on {address}", address=address)
-            if not self._hasToken and not _isLoopback(address):
-                _log.warn(
-                    "WARNING: the metrics and control endpoint listens on "
-                    "{address} without --control-token-file: anyone who can "
-                    "reach it can list and close sessions.",
-                    address=describeAddress(address),
-                )
-            return port
-
-        return self._endpoint.listen(protocolFactory).addCallback(announce)
+        super().__init__(endpoint, warn=not hasToken)
 
 
 def controlService(

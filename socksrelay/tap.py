@@ -8,7 +8,6 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from zope.interface import implementer
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
@@ -16,13 +15,12 @@ from twisted.cred import strcred
 from twisted.cred.checkers import FilePasswordDB, InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.credentials import IAnonymous, IUsernamePassword
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
 
 from socksrelay.accesslog import AccessLog, AccessLogService, checkAccessLogPath
+from socksrelay import listening
 from socksrelay.auth import SOCKSRealm, methodPreference
 from socksrelay.config import Config, ConfigError, loadConfig
 from socksrelay.control import controlService, parseControlEndpoint, readTokenFile
@@ -30,7 +28,6 @@ from socksrelay.limits import Limits
 from socksrelay.reload import ReloadService
 from socksrelay.shutdown import DrainService
 from socksrelay.bind import BindOptions, parseAdvertiseAddress
-from socksrelay.relay import describeAddress
 from socksrelay.server import SOCKS5ServerFactory
 from socksrelay.udp import UDPOptions
 from socksrelay.wire import AuthMethod, normaliseAddress
@@ -434,59 +431,18 @@ def _bytesInMemoryChecker(checker: Any) -> None:
         }
 
 
-def _isLoopback(address: Any) -> bool:
-    host = getattr(address, "host", None)
-    if host is None:
-        # A UNIX socket, or something else not reachable from the network.
-        return getattr(address, "name", None) is not None
-    try:
-        return ipaddress.ip_address(normaliseAddress(host)).is_loopback
-    except ValueError:
-        return False
-
-
-@implementer(IStreamServerEndpoint)
-class AnnouncingEndpoint:
+class AnnouncingEndpoint(listening.AnnouncingEndpoint):
     """
-    A server endpoint that logs where it listens once it does, and warns
-    when an open proxy listens on a non-loopback address.
+    A SOCKS listener: says where it listens, and warns when an open proxy
+    listens on a non-loopback address.
     """
 
-    def __init__(self, endpoint: IStreamServerEndpoint, openProxy: bool) -> None:
-        self._endpoint = endpoint
-        self._openProxy = openProxy
-        self.ports: list[IListeningPort] = []
-
-    @property
-    def listening(self) -> int:
-        """
-        How many of its ports listen now (for the metrics).
-        """
-        return sum(1 for port in self.ports if getattr(port, "connected", True))
-
-    def listen(self, protocolFactory: Any) -> Deferred[IListeningPort]:
-        def announce(port: IListeningPort) -> IListeningPort:
-            self.ports.append(port)
-            address = port.getHost()
-            host = getattr(address, "host", None)
-            if host is not None:
-                _log.info(
-                    "listening on {host} port {port} (SOCKS5)",
-                    host=normaliseAddress(host),
-                    port=address.port,  # type: ignore[attr-defined]
-                )
-            else:
-                _log.info("listening on {address} (SOCKS5)", address=address)
-            if self._openProxy and not _isLoopback(address):
-                _log.warn(
-                    "WARNING: OPEN PROXY. Listening on {address} without "
-                    "authentication: anyone who can reach this address can use "
-                    "this proxy. Use --auth, or listen on 127.0.0.1 only.",
-                    address=describeAddress(address),
-                )
-            return port
-
-        return self._endpoint.listen(protocolFactory).addCallback(announce)
+    suffix = " (SOCKS5)"
+    warning = (
+        "WARNING: OPEN PROXY. Listening on {address} without "
+        "authentication: anyone who can reach this address can use "
+        "this proxy. Use --auth, or listen on 127.0.0.1 only."
+    )
 
 
 def makeFactory(config: Options, reactor: Any) -> SOCKS5ServerFactory:

@@ -1,0 +1,81 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+Listening sockets that say where they listen, and warn when a listener
+that should stay local is reachable from the network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from zope.interface import implementer
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.logger import Logger
+
+from socksrelay.relay import describeAddress
+from socksrelay.wire import normaliseAddress
+
+_log = Logger(namespace="socksrelay.tap")
+
+
+def isLoopback(address: Any) -> bool:
+    """
+    Whether a listening address is reachable only from this host: a
+    loopback IP, or a UNIX socket.
+    """
+    host = getattr(address, "host", None)
+    if host is None:
+        return getattr(address, "name", None) is not None
+    try:
+        return ipaddress.ip_address(normaliseAddress(host)).is_loopback
+    except ValueError:
+        return False
+
+
+@implementer(IStreamServerEndpoint)
+class AnnouncingEndpoint:
+    """
+    A server endpoint that logs C{<what> HOST port PORT<suffix>} once it
+    listens, and logs C{warning} (formatted with C{address}) when C{warn} is
+    true and it listens beyond loopback.
+
+    @ivar ports: the ports it listens on.
+    """
+
+    what = "listening on"
+    suffix = ""
+    warning = ""
+
+    def __init__(self, endpoint: IStreamServerEndpoint, warn: bool) -> None:
+        self._endpoint = endpoint
+        self._warn = warn
+        self.ports: list[IListeningPort] = []
+
+    @property
+    def listening(self) -> int:
+        """
+        How many of its ports listen now (for the metrics).
+        """
+        return sum(1 for port in self.ports if getattr(port, "connected", True))
+
+    def listen(self, protocolFactory: Any) -> Deferred[IListeningPort]:
+        def announce(port: IListeningPort) -> IListeningPort:
+            self.ports.append(port)
+            address = port.getHost()
+            host = getattr(address, "host", None)
+            if host is not None:
+                _log.info(
+                    self.what + " {host} port {port}" + self.suffix,
+                    host=normaliseAddress(host),
+                    port=address.port,  # type: ignore[attr-defined]
+                )
+            else:
+                _log.info(self.what + " {address}" + self.suffix, address=address)
+            if self._warn and self.warning and not isLoopback(address):
+                _log.warn(self.warning, address=describeAddress(address))
+            return port
+
+        return self._endpoint.listen(protocolFactory).addCallback(announce)
