@@ -114,11 +114,16 @@ class Admission:
         """
         self.handshakes -= 1
 
-    def admitUser(self, user: str) -> None:
+    def admitUser(self, user: str, limit: int | None = None) -> None:
         """
         A session of C{user} begins: count it, or raise L{Refusal}.
+
+        @param limit: this user's own cap on concurrent sessions (from the
+            avatar's C{maxSessions}; 0 is no limit), overriding
+            L{Limits.sessionsPerUser}; C{None} to use that.
         """
-        limit = self.limits.sessionsPerUser
+        if limit is None:
+            limit = self.limits.sessionsPerUser
         if limit and self.perUser[user] >= limit:
             raise Refusal(f"session limit per user ({limit}) reached for {user}")
         self.perUser[user] += 1

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from zope.interface import implementer
 
-from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
@@ -93,6 +93,48 @@ class Watchdog:
         self._call = None
 
 
+@implementer(IPushProducer)
+class ReadGate:
+    """
+    The streaming producer registered for a relay end's transport when the
+    end is throttled: the transport reads only while no reason to pause
+    holds.  The peer's backpressure is one reason (C{"backpressure"}, from
+    L{pauseProducing}/L{resumeProducing}), the bandwidth throttle another
+    (C{"throttle"}), so the peer's write buffer draining does not resume a
+    transport paused for want of tokens, nor the reverse.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.reasons: set[str] = set()
+
+    def pause(self, reason: str) -> None:
+        """
+        Stop reading for C{reason}.
+        """
+        if not self.reasons:
+            self.transport.pauseProducing()
+        self.reasons.add(reason)
+
+    def resume(self, reason: str) -> None:
+        """
+        C{reason} no longer holds: read again if no other does.
+        """
+        if reason in self.reasons:
+            self.reasons.discard(reason)
+            if not self.reasons:
+                self.transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.pause("backpressure")
+
+    def resumeProducing(self) -> None:
+        self.resume("backpressure")
+
+    def stopProducing(self) -> None:
+        self.transport.stopProducing()
+
+
 @implementer(IHalfCloseableProtocol)
 class RelayEnd(Protocol):
     """
@@ -119,6 +161,12 @@ class RelayEnd(Protocol):
 
     activity: Activity | None = None
 
+    #: the L{socksrelay.throttle.UserThrottle} this end spends from, and
+    #: the direction (C{"up"} or C{"down"}) of the bytes it reads.
+    throttle: Any = None
+    throttleDirection = "up"
+    readGate: ReadGate | None = None
+
     def relayData(self, data: bytes) -> None:
         """
         Relay bytes read on this side to the peer.
@@ -128,6 +176,23 @@ class RelayEnd(Protocol):
             self.activity.count += 1
         assert self.peer is not None
         self.peer.transport.write(data)  # type: ignore[union-attr]
+        if self.throttle is not None and not self._lost:
+            self.throttle.spent(self, self.throttleDirection, len(data))
+
+    def pauseReading(self, reason: str) -> None:
+        """
+        Stop reading from this side's transport for C{reason}.
+        """
+        if self.readGate is None:
+            self.readGate = ReadGate(self.transport)
+        self.readGate.pause(reason)
+
+    def resumeReading(self, reason: str) -> None:
+        """
+        C{reason} to pause no longer holds.
+        """
+        if self.readGate is not None and not self._lost:
+            self.readGate.resume(reason)
 
     def dataReceived(self, data: bytes) -> None:
         if self.peer is not None:
@@ -184,6 +249,8 @@ class RelayEnd(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        if self.throttle is not None:
+            self.throttle.detach(self)
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
         self._abortCall = None
@@ -224,9 +291,19 @@ def splice(a: RelayEnd, b: RelayEnd) -> None:
     """
     Join two connected ends: each becomes the other's peer, and each
     transport the streaming producer of the other, so that a full write
-    buffer on one side pauses reading on the other.
+    buffer on one side pauses reading on the other.  When either end has a
+    throttle, the producers registered are the ends' L{ReadGate}s.
     """
     a.peer = b
     b.peer = a
+    if a.throttle is not None or b.throttle is not None:
+        # Throttled: each transport is registered through a ReadGate, so
+        # that backpressure and the throttle pause it independently.
+        for end in (a, b):
+            if end.readGate is None:
+                end.readGate = ReadGate(end.transport)
+        a.transport.registerProducer(b.readGate, True)  # type: ignore[union-attr]
+        b.transport.registerProducer(a.readGate, True)  # type: ignore[union-attr]
+        return
     a.transport.registerProducer(b.transport, True)  # type: ignore[union-attr]
     b.transport.registerProducer(a.transport, True)  # type: ignore[union-attr]

@@ -48,6 +48,7 @@ from socksrelay.wire4 import Command4, SOCKS4Request, SOCKS4ServerConnection
 from socksrelay.interfaces import ISOCKSUser
 from socksrelay.relay import Activity, OutboundFactory, OutboundProtocol, RelayEnd, Watchdog
 from socksrelay.relay import describeAddress, splice
+from socksrelay.throttle import ThrottleRegistry
 from socksrelay.limits import Admission, Limits, Refusal
 from socksrelay.resolve import resolveAddresses
 from socksrelay.rules import Decision, Policy, Query
@@ -134,6 +135,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     _allowedQuery: tuple[str, str, int, tuple[str, ...]] | None = None
     _externalChoice: dict[int, str] | None = None
     _clientIP = ""
+    _throttle: Any = None
+    _throttleUser: str | None = None
 
     def callLater(self, period: float, func: Callable[[], None]) -> Any:
         """
@@ -204,6 +207,10 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     def _resumeReading(self) -> None:
         if self._readPaused and not (self._clientEOF or self._lost):
             self._readPaused = False
+            if self.readGate is not None and self.readGate.reasons:
+                # Paused by the throttle (or backpressure) meanwhile: the
+                # gate resumes reading when that no longer holds.
+                return
             self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def readConnectionLost(self) -> None:
@@ -284,12 +291,36 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         if user is None or self._countedUser is not None or not self._admitted:
             return True
         try:
-            self.factory.admission.admitUser(user)
+            self.factory.admission.admitUser(user, self._userSessionCap())
         except Refusal as e:
             self._refuseOverLimit(e)
             return False
         self._countedUser = user
         return True
+
+    def _userSessionCap(self) -> int | None:
+        """
+        The avatar's own cap on its concurrent sessions (C{maxSessions}), or
+        C{None} for the server's per-user limit.
+        """
+        cap = getattr(self.avatar, "maxSessions", None)
+        return cap if isinstance(cap, int) and not isinstance(cap, bool) else None
+
+    def _acquireThrottle(self) -> Any:
+        """
+        The user's shared bandwidth throttle, when the avatar has limits
+        (C{bandwidthUp}/C{bandwidthDown}); acquired once per session and
+        released when the session ends.
+        """
+        if self._throttle is None:
+            from socksrelay.throttle import avatarRates
+
+            up, down = avatarRates(self.avatar)
+            if up or down:
+                user = getattr(self.avatar, "username", None)
+                self._throttle = self.factory.throttles.acquire(user, up, down)
+                self._throttleUser = user
+        return self._throttle
 
     def _detect(self, first: int) -> bool:
         """
@@ -497,6 +528,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             self._replyAndEnd(e.reply, e.reason)
             return
         self._association = association
+        association.throttle = self._acquireThrottle()
         assert association.address is not None
         host, port = association.address
         self.session.bound = _formatDestination(host, port)
@@ -732,7 +764,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
                 user = getattr(self.avatar, "username", None)
                 if user is not None and self._admitted:
                     try:
-                        self.factory.admission.admitUser(user)
+                        self.factory.admission.admitUser(user, self._userSessionCap())
                     except Refusal as e:
                         self.session.count("limit", reason=e.reason)
                         return f"limit: {e.reason}"
@@ -865,7 +897,13 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         This session's outgoing addresses (chosen once, on first use).
         """
         if self._externalChoice is None:
-            self._externalChoice = self.factory.pickExternal()
+            own = getattr(self.avatar, "external", None)
+            if own:
+                # The user's own outgoing address overrides --external.
+                own = normaliseAddress(str(own))
+                self._externalChoice = {6 if ":" in own else 4: own}
+            else:
+                self._externalChoice = self.factory.pickExternal()
             if self._externalChoice:
                 self.session.details["external"] = ",".join(
                     self._externalChoice.values()
@@ -987,6 +1025,10 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
                         lambda: self._relayTimeout("idle timeout"),
                     )
                 )
+        throttle = self._acquireThrottle()
+        if throttle is not None:
+            self.throttle = other.throttle = throttle
+            self.throttleDirection, other.throttleDirection = "up", "down"
         splice(self, other)
         if early:
             self.relayData(early)
@@ -1037,6 +1079,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             logout, self._logout = self._logout, None
             logout()
         RelayEnd.connectionLost(self, reason)
+        if self._throttle is not None:
+            throttle, self._throttle = self._throttle, None
+            self.factory.throttles.release(self._throttleUser, throttle)
 
     def _sideEOF(self, end: RelayEnd) -> None:
         if end is self:
@@ -1183,6 +1228,7 @@ class SOCKS5ServerFactory(Factory):
         self.halfClosedTimeout = halfClosedTimeout
         #: The limits (L{socksrelay.limits.Limits}) and their counts.
         self.admission = Admission(limits or Limits(), reactor.seconds)
+        self.throttles = ThrottleRegistry(reactor)
         #: The access policy (L{socksrelay.rules.Policy}), or C{None} to
         #: check nothing.
         self.policy = policy

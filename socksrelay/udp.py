@@ -267,6 +267,10 @@ class UDPAssociation:
 
     _log = Logger()
 
+    #: the user's L{socksrelay.throttle.UserThrottle}, or C{None}: datagrams
+    #: over its limit are dropped (counted as C{"bandwidth"}).
+    throttle: Any = None
+
     def __init__(
         self,
         relay: UDPRelay,
@@ -489,6 +493,9 @@ class UDPAssociation:
         if not self._permits(asked or host, host, port):
             self._drop("denied")
             return
+        if self.throttle is not None and not self.throttle.allowDatagram("up", len(payload)):
+            self._drop("bandwidth")
+            return
         try:
             outbound = self._outboundFor(host)
             outbound.write(payload, (host, port))
@@ -518,6 +525,11 @@ class UDPAssociation:
         header = encodeUDPHeader(host, port)
         if len(header) + len(datagram) > MAX_UDP_PAYLOAD and ":" not in self.clientHost:
             self._drop("too-large")
+            return
+        if self.throttle is not None and not self.throttle.allowDatagram(
+            "down", len(datagram)
+        ):
+            self._drop("bandwidth")
             return
         self._resetIdle()
         try:

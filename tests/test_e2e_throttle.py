@@ -1,0 +1,205 @@
+# -*- test-case-name: tests.test_e2e_throttle -*-
+"""
+End-to-end per-user bandwidth and session caps: a real proxy process (a
+C{twistd -y} application built around L{SOCKS5ServerFactory}, with a cred
+realm, written here, whose avatars carry the policy attributes) and
+loopback targets.
+
+Two concurrent downloads of one user share the user's download limit: their
+total rate stays within 20% of it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import unittest
+
+from tests.e2e import (
+    LOOPBACK_V4,
+    SourceServer,
+    TwistdProcess,
+    drainDigest,
+    socks5Connect,
+)
+
+#: alice's download limit, bytes per second.
+LIMIT = 1_000_000
+#: Each of two sessions downloads this much (3 MB in all).
+PER_SESSION = 1_500_000
+#: The burst: a tenth of a second's worth, the 64 KiB minimum being less.
+BURST = LIMIT // 10
+
+TAC = """
+from zope.interface import implementer
+
+from twisted.application import service
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet import reactor
+
+from socksrelay.interfaces import ISOCKSUser
+from socksrelay.rules import Policy, Rule
+from socksrelay.server import SOCKS5ServerFactory
+
+USERS = {
+    "alice": {"bandwidthDown": %(limit)d, "maxSessions": 2},
+    "bob": {},
+}
+
+
+class Avatar:
+    def __init__(self, name, bandwidthDown=None, maxSessions=None):
+        self.username = name
+        self.groups = frozenset()
+        self.bandwidthUp = None
+        self.bandwidthDown = bandwidthDown
+        self.maxSessions = maxSessions
+        self.external = None
+
+
+@implementer(IRealm)
+class Realm:
+    def requestAvatar(self, avatarId, mind, *interfaces):
+        name = avatarId.decode() if isinstance(avatarId, bytes) else avatarId
+        return ISOCKSUser, Avatar(name, **USERS[name]), lambda: None
+
+
+portal = Portal(
+    Realm(), [InMemoryUsernamePasswordDatabaseDontUse(alice=b"pw", bob=b"pw")]
+)
+factory = SOCKS5ServerFactory(
+    portal=portal, reactor=reactor, policy=Policy([Rule("allow", "all")])
+)
+factory.throttles.burstSeconds = %(burst)r
+
+
+def listen():
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    print("throttle-e2e listening on port %%d" %% port.getHost().port, flush=True)
+
+
+reactor.callWhenRunning(listen)
+application = service.Application("throttle-e2e")
+"""
+
+
+class ThrottleProxy(TwistdProcess):
+    """
+    The proxy application of this module in a C{twistd -n -y} process.
+    """
+
+    def __init__(self, directory: str) -> None:
+        path = os.path.join(directory, "throttle.tac")
+        with open(path, "w") as f:
+            f.write(TAC % {"limit": LIMIT, "burst": BURST / LIMIT})
+        super().__init__(["-y", path], r"throttle-e2e listening on port (\d+)")
+        self.port = int(self.ready.group(1))
+
+
+class BandwidthTests(unittest.TestCase):
+    """
+    A user's bandwidth limit, measured over real sockets.
+    """
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.directory = tempfile.mkdtemp(prefix="throttle-e2e-")
+        cls.addClassCleanup(shutil.rmtree, cls.directory, True)
+        cls.proxy = ThrottleProxy(cls.directory)
+        cls.addClassCleanup(cls.proxy.stop)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.proxy.stop()
+        tracebacks = [line for line in cls.proxy.snapshot() if "Traceback" in line]
+        if tracebacks:
+            raise AssertionError("the proxy log has tracebacks:\n" + cls.proxy.text())
+        super().tearDownClass()
+
+    def download(self, user: str, target: SourceServer, results: list) -> None:
+        """
+        Download everything C{target} sends through the proxy as C{user}.
+        """
+        try:
+            sock, reply = socks5Connect(
+                self.proxy.port, LOOPBACK_V4, target.port, user, "pw", timeout=30.0
+            )
+            with sock:
+                results.append((reply.rep, drainDigest(sock, deadline=30.0)))
+        except (OSError, AssertionError) as e:  # reported to the test thread
+            results.append(("error", repr(e)))
+
+    def test_twoSessionsShareLimit(self) -> None:
+        """
+        Two concurrent 1.5 MB downloads of one user with a 1 MB/s limit
+        together move (after the burst) at 1 MB/s, within 20%.
+        """
+        target = SourceServer(PER_SESSION, seed=7)
+        self.addCleanup(target.stop)
+        results: list = []
+        threads = [
+            threading.Thread(target=self.download, args=("alice", target, results))
+            for _ in range(2)
+        ]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(40.0)
+        elapsed = time.monotonic() - start
+        self.assertFalse(any(t.is_alive() for t in threads))
+        expected = target.expected()
+        self.assertEqual(results, [(0, expected), (0, expected)])
+        rate = (2 * PER_SESSION - BURST) / elapsed
+        self.assertGreater(rate, LIMIT * 0.8, f"{rate:.0f} B/s in {elapsed:.2f}s")
+        self.assertLess(rate, LIMIT * 1.2, f"{rate:.0f} B/s in {elapsed:.2f}s")
+
+    def test_otherUserNotLimited(self) -> None:
+        """
+        A user without a limit downloads the same 1.5 MB well faster than
+        the limit allows.
+        """
+        target = SourceServer(PER_SESSION, seed=8)
+        self.addCleanup(target.stop)
+        results: list = []
+        start = time.monotonic()
+        self.download("bob", target, results)
+        elapsed = time.monotonic() - start
+        self.assertEqual(results, [(0, target.expected())])
+        self.assertLess(elapsed, PER_SESSION / LIMIT * 0.8)
+
+    def test_sessionCapFromAvatar(self) -> None:
+        """
+        With C{maxSessions} 2, alice's third concurrent session is refused
+        with 0x01 while bob is still served.
+        """
+        target = SourceServer(PER_SESSION, seed=9, closeAfterSend=False)
+        self.addCleanup(target.stop)
+        held = []
+        try:
+            for _ in range(2):
+                sock, reply = socks5Connect(
+                    self.proxy.port, LOOPBACK_V4, target.port, "alice", "pw"
+                )
+                held.append(sock)
+                self.assertEqual(reply.rep, 0)
+            sock, reply = socks5Connect(
+                self.proxy.port, LOOPBACK_V4, target.port, "alice", "pw"
+            )
+            sock.close()
+            self.assertEqual(reply.rep, 1)
+            sock, reply = socks5Connect(
+                self.proxy.port, LOOPBACK_V4, target.port, "bob", "pw"
+            )
+            held.append(sock)
+            self.assertEqual(reply.rep, 0)
+        finally:
+            for sock in held:
+                sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
