@@ -18,7 +18,7 @@ from twisted.cred.checkers import ANONYMOUS
 from twisted.cred.credentials import IAnonymous, IUsernamePassword
 from twisted.cred.portal import IRealm, Portal
 
-from socksrelay.interfaces import ISOCKSUser
+from socksrelay.interfaces import ISOCKSUser, IUserRecord
 from socksrelay.wire import AuthMethod
 
 
@@ -28,10 +28,49 @@ class SOCKSUser:
     A client of the proxy.
 
     @ivar username: the user name, or C{None} when anonymous.
+    @ivar groups: a frozenset of group names (empty by default).
+    @ivar maxSessions: the user's concurrent-session cap, or C{None}.
+    @ivar bandwidthUp: bytes per second client to destination, or C{None}.
+    @ivar bandwidthDown: bytes per second destination to client, or C{None}.
+    @ivar external: the user's outgoing IP address, or C{None}.
+    @ivar expires: POSIX time the account expires, or C{None}.
     """
 
-    def __init__(self, username: str | None) -> None:
+    def __init__(
+        self,
+        username: str | None,
+        groups: frozenset = frozenset(),
+        maxSessions: int | None = None,
+        bandwidthUp: int | None = None,
+        bandwidthDown: int | None = None,
+        external: str | None = None,
+        expires: float | None = None,
+    ) -> None:
         self.username = username
+        self.groups = frozenset(groups)
+        self.maxSessions = maxSessions
+        self.bandwidthUp = bandwidthUp
+        self.bandwidthDown = bandwidthDown
+        self.external = external
+        self.expires = expires
+
+    @classmethod
+    def fromAvatarId(cls, avatarId: Any) -> "SOCKSUser":
+        """
+        The avatar for a checker's avatar ID: with the user's policy when the
+        ID provides L{IUserRecord}, else a name and the defaults.
+        """
+        if IUserRecord.providedBy(avatarId):
+            return cls(
+                avatarId.name,
+                groups=avatarId.groups,
+                maxSessions=avatarId.maxSessions,
+                bandwidthUp=avatarId.bandwidthUp,
+                bandwidthDown=avatarId.bandwidthDown,
+                external=avatarId.external,
+                expires=avatarId.expires,
+            )
+        return cls(_avatarName(avatarId))
 
     def __repr__(self) -> str:
         return f"<SOCKSUser {self.username!r}>"
@@ -56,7 +95,7 @@ class SOCKSRealm:
     ) -> tuple[Any, SOCKSUser, Callable[[], None]]:
         if ISOCKSUser not in interfaces:
             raise NotImplementedError("socksrelay only provides ISOCKSUser")
-        return ISOCKSUser, SOCKSUser(_avatarName(avatarId)), lambda: None
+        return ISOCKSUser, SOCKSUser.fromAvatarId(avatarId), lambda: None
 
 
 def methodPreference(portal: Portal | None) -> tuple[AuthMethod, ...]:
