@@ -490,3 +490,32 @@ __all__ = [
     "Collector",
     "UpperEcho",
 ]
+
+
+class ClientConnection:
+    """
+    One client connection to a factory's protocol, over a
+    L{RecordingTransport}, from C{host}:C{port}.
+    """
+
+    def __init__(self, factory: Any, host: str = "127.0.0.1", port: int = 40000) -> None:
+        address = IPv4Address("TCP", host, port)
+        self.protocol = factory.buildProtocol(address)
+        self.transport = RecordingTransport(hostAddress=LISTEN_ADDRESS, peerAddress=address)
+        self.protocol.makeConnection(self.transport)
+
+    @property
+    def session(self) -> Any:
+        return self.protocol.session
+
+    def send(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def received(self) -> bytes:
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def lost(self) -> None:
+        self.transport.connected = False
+        self.protocol.connectionLost(Failure(ConnectionDone()))

@@ -20,7 +20,6 @@ from typing import Any
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -34,7 +33,7 @@ from socksrelay.dialects import HTTPDialect, SOCKS4Dialect, SOCKS5Dialect
 from socksrelay.limits import Admission, Limits, Refusal
 from socksrelay.server import SOCKS5ServerFactory
 from tests.fakes import (
-    LISTEN_ADDRESS,
+    ClientConnection,
     SUCCESS_REPLY,
     EndpointRecorder,
     RecordingTransport,
@@ -437,33 +436,6 @@ class LimitedDialectTests(SynchronousTestCase):
         self.assertEqual(code, "429")
 
 
-class Client:
-    """
-    One client connection to a L{SOCKS5ServerFactory}.
-    """
-
-    def __init__(self, factory: SOCKS5ServerFactory, host: str, port: int) -> None:
-        address = IPv4Address("TCP", host, port)
-        self.protocol = factory.buildProtocol(address)
-        self.transport = RecordingTransport(hostAddress=LISTEN_ADDRESS, peerAddress=address)
-        self.protocol.makeConnection(self.transport)
-
-    @property
-    def session(self) -> Any:
-        return self.protocol.session
-
-    def send(self, data: bytes) -> None:
-        self.protocol.dataReceived(data)
-
-    def received(self) -> bytes:
-        data = self.transport.value()
-        self.transport.clear()
-        return data
-
-    def lost(self) -> None:
-        self.transport.connected = False
-        self.protocol.connectionLost(Failure(ConnectionDone()))
-
 
 class Server:
     """
@@ -483,11 +455,11 @@ class Server:
     def admission(self) -> Admission:
         return self.factory.admission
 
-    def client(self, host: str = "127.0.0.1") -> Client:
+    def client(self, host: str = "127.0.0.1") -> ClientConnection:
         self._port += 1
-        return Client(self.factory, host, self._port)
+        return ClientConnection(self.factory, host, self._port)
 
-    def connected(self, host: str = "127.0.0.1") -> tuple[Client, Any, RecordingTransport]:
+    def connected(self, host: str = "127.0.0.1") -> tuple[ClientConnection, Any, RecordingTransport]:
         """
         A client with a relayed SOCKS5 CONNECT.
         """
@@ -515,7 +487,7 @@ class ServerRefusalTests(SynchronousTestCase):
     first bytes arrive, then closed, and is never counted.
     """
 
-    def assertRefusedAndClosed(self, c: Client) -> None:
+    def assertRefusedAndClosed(self, c: ClientConnection) -> None:
         """
         C{c} was closed with a "limit:" reason and nothing was connected.
         """
@@ -820,7 +792,7 @@ class PerUserServerTests(SynchronousTestCase):
     def server(self) -> Server:
         return Server(portal=passwordPortal(), limits=only(sessionsPerUser=1))
 
-    def socks5(self, s: Server, user: bytes) -> Client:
+    def socks5(self, s: Server, user: bytes) -> ClientConnection:
         c = s.client()
         c.send(greeting(0x02) + authRequest(user, b"pw") + request("192.0.2.1", 80))
         return c

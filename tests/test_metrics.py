@@ -13,7 +13,6 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, generate_latest
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
@@ -33,42 +32,14 @@ from socksrelay.rules import Policy, Rule
 from socksrelay.server import SOCKS5ServerFactory
 from socksrelay.session import Session
 from tests.fakes import (
-    LISTEN_ADDRESS,
+    ClientConnection,
     SUCCESS_REPLY,
     EndpointRecorder,
-    RecordingTransport,
     authRequest,
     greeting,
     request,
 )
 
-
-class Client:
-    """
-    One client connection to a L{SOCKS5ServerFactory}.
-    """
-
-    def __init__(self, factory: SOCKS5ServerFactory, port: int) -> None:
-        address = IPv4Address("TCP", "127.0.0.1", port)
-        self.protocol = factory.buildProtocol(address)
-        self.transport = RecordingTransport(hostAddress=LISTEN_ADDRESS, peerAddress=address)
-        self.protocol.makeConnection(self.transport)
-
-    @property
-    def session(self) -> Any:
-        return self.protocol.session
-
-    def send(self, data: bytes) -> None:
-        self.protocol.dataReceived(data)
-
-    def received(self) -> bytes:
-        data = self.transport.value()
-        self.transport.clear()
-        return data
-
-    def lost(self) -> None:
-        self.transport.connected = False
-        self.protocol.connectionLost(Failure(ConnectionDone()))
 
 
 class Proxy:
@@ -87,11 +58,11 @@ class Proxy:
         self.factory.observers.append(self.metrics)
         self._port = 40000
 
-    def client(self) -> Client:
+    def client(self) -> ClientConnection:
         self._port += 1
-        return Client(self.factory, self._port)
+        return ClientConnection(self.factory, "127.0.0.1", self._port)
 
-    def connected(self, host: str = "192.0.2.1", port: int = 80) -> tuple[Client, Any, Any]:
+    def connected(self, host: str = "192.0.2.1", port: int = 80) -> tuple[ClientConnection, Any, Any]:
         """
         A client whose SOCKS5 CONNECT succeeded.
         """
