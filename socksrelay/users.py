@@ -251,7 +251,10 @@ def parseUsers(text: str) -> dict[str, UserRecord]:
     return users
 
 
-def formatRecord(record: UserRecord) -> str:
+def formatAttributes(record: UserRecord) -> list[str]:
+    """
+    A user's attributes as C{key=value} texts, in the file's order.
+    """
     items = []
     if record.groups:
         items.append("groups=" + ",".join(sorted(record.groups)))
@@ -265,6 +268,11 @@ def formatRecord(record: UserRecord) -> str:
         items.append(f"external={record.external}")
     if record.expires is not None:
         items.append(f"expires={formatExpires(record.expires)}")
+    return items
+
+
+def formatRecord(record: UserRecord) -> str:
+    items = formatAttributes(record)
     return f"{record.name}:{record.passwordHash.decode('ascii')}:{';'.join(items)}"
 
 

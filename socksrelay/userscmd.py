@@ -30,7 +30,7 @@ from socksrelay.users import (
     UserRecord,
     UsersFileError,
     checkName,
-    formatExpires,
+    formatAttributes,
     hashPassword,
     parseAttribute,
     readUsers,
@@ -170,20 +170,7 @@ def describe(record: UserRecord) -> str:
     """
     One line about a user for C{list}: the name and attributes, no hash.
     """
-    parts = [record.name]
-    if record.groups:
-        parts.append("groups=" + ",".join(sorted(record.groups)))
-    if record.maxSessions is not None:
-        parts.append(f"max-sessions={record.maxSessions}")
-    if record.bandwidthUp is not None:
-        parts.append(f"up={record.bandwidthUp}")
-    if record.bandwidthDown is not None:
-        parts.append(f"down={record.bandwidthDown}")
-    if record.external is not None:
-        parts.append(f"external={record.external}")
-    if record.expires is not None:
-        parts.append(f"expires={formatExpires(record.expires)}")
-    return " ".join(parts)
+    return " ".join([record.name, *formatAttributes(record)])
 
 
 def run(args: argparse.Namespace, out: Any = None) -> None:
