@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
@@ -21,6 +20,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from socksrelay.signals import SignalHandler
 from socksrelay.interfaces import ISessionObserver
 
 #: Command-specific facts of L{socksrelay.session.Session.details} that go
@@ -290,33 +290,20 @@ class AccessLogService(Service):
     def __init__(self, accessLog: AccessLog, reactor: Any) -> None:
         self.accessLog = accessLog
         self.reactor = reactor
-        self._installed = False
-        self._previous: Any = None
+        self._sigusr1 = SignalHandler("SIGUSR1", self._signalled)
 
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)
         self.accessLog.open()
-        self._installHandler()
+        self._sigusr1.install()
 
     def startService(self) -> None:
         Service.startService(self)
         self.accessLog.open()
-        self._installHandler()
-
-    def _installHandler(self) -> None:
-        if hasattr(signal, "SIGUSR1") and not self._installed:
-            self._previous = signal.signal(signal.SIGUSR1, self._signalled)
-            self._installed = True
+        self._sigusr1.install()
 
     def stopService(self) -> Any:
-        if self._installed:
-            previous = self._previous
-            # None: the handler was not set from Python; restore the default.
-            signal.signal(
-                signal.SIGUSR1, signal.SIG_DFL if previous is None else previous
-            )
-            self._installed = False
-            self._previous = None
+        self._sigusr1.restore()
         self.accessLog.close()
         return Service.stopService(self)
 

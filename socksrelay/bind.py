@@ -330,29 +330,11 @@ class Binding:
             return None
         host = normaliseAddress(getattr(addr, "host", "") or "")
         if self._allowed is not None and host not in self._allowed:
-            self.rejected += 1
-            self._session.details["rejected"] = self.rejected
-            self._log.info(
-                "BIND on {bound}: closed a connection from {peer}, "
-                "not the expected peer {expected}",
-                bound=self._session.bound,
-                peer=describeAddress(addr),
-                expected=self.expected,
-            )
-            return None
+            return self._reject(addr, "not the expected peer {expected}", expected=self.expected)
         if self._peerAllowed is not None:
             decision = self._peerAllowed(host, getattr(addr, "port", 0))
             if not decision.allowed:
-                self.rejected += 1
-                self._session.details["rejected"] = self.rejected
-                self._log.info(
-                    "BIND on {bound}: closed a connection from {peer}, "
-                    "denied by {rule}",
-                    bound=self._session.bound,
-                    peer=describeAddress(addr),
-                    rule=decision.rule,
-                )
-                return None
+                return self._reject(addr, "denied by {rule}", rule=decision.rule)
         self._accepted = True
         self._session.details["peer"] = describeAddress(addr)
         self.close()
@@ -361,6 +343,22 @@ class Binding:
         inbound.closeTimeout = self._closeTimeout
         inbound.binding = self
         return inbound
+
+    def _reject(self, addr: Any, why: str, **fields: Any) -> None:
+        """
+        Close a connecting host at once (by building no protocol for it),
+        count it and log why (C{why} is a log format over C{fields}); the
+        port keeps listening.
+        """
+        self.rejected += 1
+        self._session.details["rejected"] = self.rejected
+        self._log.info(
+            "BIND on {bound}: closed a connection from {peer}, " + why,
+            bound=self._session.bound,
+            peer=describeAddress(addr),
+            **fields,
+        )
+        return None
 
     def _connected(self, inbound: InboundProtocol) -> None:
         self._onConnected(inbound)

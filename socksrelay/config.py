@@ -209,6 +209,40 @@ def _hosts(value: Any) -> tuple[str, ...]:
     return tuple(hosts)
 
 
+def _isNumber(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def _table(
+    data: dict[str, Any], text: str, path: str, name: str, keys: dict[str, str]
+) -> list[tuple[str, Any, int]]:
+    """
+    The C{(key, value, line)} entries of the C{[name]} table, each key one
+    of C{keys}.
+
+    @raise ConfigError: naming the line, if it is not a table or has an
+        unknown key.
+    """
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        line = _topLevelLine(text, name)
+        raise ConfigError(f"{path}, line {line}: {name} must be a [{name}] table")
+    entries = []
+    for key, value in table.items():
+        line = _lineInTable(text, name, key)
+        if key not in keys:
+            raise ConfigError(
+                f"{path}, line {line}: unknown {name.rstrip('s')} {key!r} "
+                f"(expected one of {', '.join(sorted(keys))})"
+            )
+        entries.append((key, value, line))
+    return entries
+
+
 def parseRule(table: Any, index: int, line: int) -> Rule:
     """
     Build the L{Rule} of the C{index}th C{[[rule]]} table.
@@ -274,47 +308,17 @@ def parseConfig(text: str, path: str = "<config>") -> Config:
     except ValueError as e:
         line = _topLevelLine(text, "external")
         raise ConfigError(f"{path}, line {line}: external: {e}") from None
-    timeouts = data.get("timeouts", {})
-    if not isinstance(timeouts, dict):
-        line = _topLevelLine(text, "timeouts")
-        raise ConfigError(f"{path}, line {line}: timeouts must be a [timeouts] table")
-    for key, value in timeouts.items():
-        line = _lineInTable(text, "timeouts", key)
-        if key not in TIMEOUT_KEYS:
-            raise ConfigError(
-                f"{path}, line {line}: unknown timeout {key!r} "
-                f"(expected one of {', '.join(sorted(TIMEOUT_KEYS))})"
-            )
-        smallest = 0 if key in OPTIONAL_TIMEOUTS else 1e-9
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value < smallest
-        ):
+    for key, value, line in _table(data, text, path, "timeouts", TIMEOUT_KEYS):
+        optional = key in OPTIONAL_TIMEOUTS
+        if not _isNumber(value) or value < 0 or (value == 0 and not optional):
             raise ConfigError(
                 f"{path}, line {line}: timeout {key!r} must be a "
-                + ("non-negative" if smallest == 0 else "positive")
+                + ("non-negative" if optional else "positive")
                 + " number of seconds"
             )
         config.timeouts[TIMEOUT_KEYS[key]] = float(value)
-    limits = data.get("limits", {})
-    if not isinstance(limits, dict):
-        line = _topLevelLine(text, "limits")
-        raise ConfigError(f"{path}, line {line}: limits must be a [limits] table")
-    for key, value in limits.items():
-        line = _lineInTable(text, "limits", key)
-        if key not in LIMIT_KEYS:
-            raise ConfigError(
-                f"{path}, line {line}: unknown limit {key!r} "
-                f"(expected one of {', '.join(sorted(LIMIT_KEYS))})"
-            )
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value < 0
-        ):
+    for key, value, line in _table(data, text, path, "limits", LIMIT_KEYS):
+        if not _isNumber(value) or value < 0:
             raise ConfigError(
                 f"{path}, line {line}: limit {key!r} must be a number, 0 for no limit"
             )

@@ -20,14 +20,14 @@ from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IP
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from socksrelay.wire import normaliseAddress
+
 
 def describeAddress(address: Any) -> str:
     """
     Format a Twisted address for logs: C{1.2.3.4:80}, C{[::1]:80}, or the
     path of a UNIX socket.
     """
-    from socksrelay.wire import normaliseAddress
-
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
     if host is not None and port is not None:
@@ -174,7 +174,6 @@ class RelayEnd(Protocol):
         self.bytesIn += len(data)
         if self.activity is not None:
             self.activity.count += 1
-        assert self.peer is not None
         self.peer.transport.write(data)  # type: ignore[union-attr]
         if self.throttle is not None and not self._lost:
             self.throttle.spent(self, self.throttleDirection, len(data))

@@ -11,7 +11,6 @@ rules deny are closed, each with a log line.
 
 from __future__ import annotations
 
-import signal
 from typing import Any, Callable, Sequence
 
 from twisted.application.service import Service
@@ -22,6 +21,7 @@ from twisted.logger import Logger
 from socksrelay.auth import SOCKSRealm, methodPreference
 from socksrelay.config import Config, ConfigError, loadConfig
 from socksrelay.limits import Limits
+from socksrelay.signals import SignalHandler
 from socksrelay.wire import AuthMethod
 
 
@@ -78,32 +78,20 @@ class ReloadService(Service):
         #: The built-in timeouts: what a timeout removed from the file
         #: returns to.
         self.defaults = dict(defaults or {})
-        self._previous: Any = None
-        self._installed = False
+        self._sighup = SignalHandler("SIGHUP", self._signalled)
 
     def privilegedStartService(self) -> None:
         # twistd listens in privilegedStartService, before startService:
         # take SIGHUP now, or one that comes in between would kill us.
         Service.privilegedStartService(self)
-        self._installHandler()
+        self._sighup.install()
 
     def startService(self) -> None:
         Service.startService(self)
-        self._installHandler()
-
-    def _installHandler(self) -> None:
-        if hasattr(signal, "SIGHUP") and not self._installed:
-            self._previous = signal.signal(signal.SIGHUP, self._signalled)
-            self._installed = True
+        self._sighup.install()
 
     def stopService(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGHUP, self._previous)
-            self._previous = None
-        elif self._installed:
-            # The previous handler was not set from Python: back to default.
-            signal.signal(signal.SIGHUP, signal.SIG_DFL)
-        self._installed = False
+        self._sighup.restore()
         return Service.stopService(self)
 
     def _signalled(self, signum: int, frame: Any) -> None:

@@ -421,10 +421,15 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             self.transport.write(self._codec.authResult(False))  # type: ignore[union-attr]
             self._end("authentication failed: empty user name")
             return
-        assert self.factory.portal is not None
+        portal = self.factory.portal
+        if portal is None:
+            # Method 0x02 was chosen, then a reload removed every checker.
+            self.transport.write(self._codec.authResult(False))  # type: ignore[union-attr]
+            self._end("authentication failed: no credential checker")
+            return
         credentials = CredUsernamePassword(event.username, event.password)
         self._wait(
-            self.factory.portal.login(credentials, None, ISOCKSUser),
+            portal.login(credentials, None, ISOCKSUser),
             self._cbAuthenticated,
             self._ebAuthenticated,
         )
@@ -487,19 +492,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         policy = self.factory.policy
         if policy is None:
             return True
-        peer = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
-        protocol = self.session.protocol or "socks5"
-        decision = policy.decideCommand(
-            Query(
-                client=normaliseAddress(peer) if peer else "127.0.0.1",
-                protocol="socks4" if protocol == "socks4a" else protocol,
-                command=command,
-                host=host,
-                port=port,
-                user=getattr(self.avatar, "username", None),
-                groups=frozenset(getattr(self.avatar, "groups", None) or ()),
-            )
-        )
+        decision = policy.decideCommand(self._query(command, host, port, ()))
         if not decision.allowed:
             self._deny(decision)
         return decision.allowed
@@ -511,11 +504,10 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             return
 
         relay = self.factory.udpRelay
-        peerHost = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
         localHost = getattr(self.transport.getHost(), "host", None)  # type: ignore[union-attr]
         try:
             association = relay.associate(
-                normaliseAddress(peerHost or ""),
+                self._clientIP,
                 localHost,
                 request.host,
                 request.port,
@@ -529,8 +521,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             return
         self._association = association
         association.throttle = self._acquireThrottle()
-        assert association.address is not None
-        host, port = association.address
+        # associate() has bound the relay socket, which sets its address.
+        host, port = association.address  # type: ignore[misc]
         self.session.bound = _formatDestination(host, port)
         self._replySuccess(host, port)
 
@@ -824,10 +816,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             if addresses is not None:
                 if not addresses:
                     raise error.DNSLookupError(host)
-                decision = self._decide("connect", host, port, addresses)
-                self.session.details["rule"] = decision.rule
+                decision = self._checkDestination(host, port, addresses)
                 if not decision.allowed:
-                    self.session.count("denied", rule=decision.rule)
                     raise Denied(decision.rule)
             return server.endpointFor(host, port, addresses, self._external()).connect(
                 factory
@@ -836,9 +826,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         if server.policy is None:
             d = connect(None)
         else:
-            address = normaliseAddress(host)
-            if isIPAddress(address) or isIPv6Address(address):
-                d = succeed((address,))
+            literal = _literalAddress(host)
+            if literal is not None:
+                d = succeed(literal)
             else:
                 d = resolveAddresses(server.resolver(), host)
             d.addCallback(connect)
@@ -870,18 +860,16 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
 
     # -- policy --------------------------------------------------------------
 
-    def _decide(
+    def _query(
         self, command: str, host: str, port: int, addresses: tuple[str, ...]
-    ) -> Decision:
+    ) -> Query:
         """
-        Ask the factory's policy about a destination.
+        What the policy decides about: this client, user and protocol, and
+        the given command and destination.
         """
-        peer = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
-        # A client on a UNIX socket is on this host.
-        client = normaliseAddress(peer) if peer else "127.0.0.1"
         protocol = self.session.protocol or "socks5"
-        query = Query(
-            client=client,
+        return Query(
+            client=self._clientIP,
             protocol="socks4" if protocol == "socks4a" else protocol,
             command=command,
             host=host,
@@ -890,7 +878,14 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             user=getattr(self.avatar, "username", None),
             groups=frozenset(getattr(self.avatar, "groups", None) or ()),
         )
-        return self.factory.policy.decide(query)
+
+    def _decide(
+        self, command: str, host: str, port: int, addresses: tuple[str, ...]
+    ) -> Decision:
+        """
+        Ask the factory's policy about a destination.
+        """
+        return self.factory.policy.decide(self._query(command, host, port, addresses))
 
     def _external(self) -> dict[int, str]:
         """
@@ -931,9 +926,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         if factory.policy is None:
             self._openConnection(host, port, None)
             return
-        address = normaliseAddress(host)
-        if isIPAddress(address) or isIPv6Address(address):
-            self._checkThenOpen(host, port, (address,))
+        literal = _literalAddress(host)
+        if literal is not None:
+            self._checkThenOpen(host, port, literal)
             return
         d = resolveAddresses(factory.resolver(), host)
         self._connecting = d
@@ -950,15 +945,27 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self.session.resolved = ",".join(addresses)
         self._checkThenOpen(host, port, addresses)
 
-    def _checkThenOpen(self, host: str, port: int, addresses: tuple[str, ...]) -> None:
+    def _checkDestination(
+        self, host: str, port: int, addresses: tuple[str, ...]
+    ) -> Decision:
+        """
+        Decide an outbound connection (CONNECT or a forwarded request),
+        remember it for a recheck, and record the rule (and a denial).
+        """
         self._allowedQuery = ("connect", host, port, addresses)
         decision = self._decide("connect", host, port, addresses)
+        self.session.details["rule"] = decision.rule
+        if not decision.allowed:
+            self.session.count("denied", rule=decision.rule)
+        return decision
+
+    def _checkThenOpen(self, host: str, port: int, addresses: tuple[str, ...]) -> None:
+        decision = self._checkDestination(host, port, addresses)
         if not decision.allowed:
             self._stopConnectTimer()
             self._waiting = False
-            self._deny(decision)
+            self._replyAndEnd(Reply.NOT_ALLOWED, f"denied by {decision.rule}")
             return
-        self.session.details["rule"] = decision.rule
         self._openConnection(host, port, addresses)
 
     def _openConnection(
@@ -1132,6 +1139,16 @@ def _replyTextOf(response: bytes) -> str:
     if len(response) >= 2 and response[0] == 0x01:
         return f"auth 0x{response[1]:02x}"
     return f"0x{response[1]:02x}" if len(response) >= 2 else "-"
+
+
+def _literalAddress(host: str) -> tuple[str] | None:
+    """
+    C{(address,)} when C{host} is an IP address (normalised), else C{None}.
+    """
+    address = normaliseAddress(host)
+    if isIPAddress(address) or isIPv6Address(address):
+        return (address,)
+    return None
 
 
 def _formatDestination(host: str, port: int) -> str:

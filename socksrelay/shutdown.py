@@ -10,12 +10,13 @@ everything at once.
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+
+from socksrelay.signals import SignalHandler
 
 
 class DrainService(Service):
@@ -36,7 +37,7 @@ class DrainService(Service):
         self.reactor = reactor
         self.drainTimeout = drainTimeout
         self._terminating = False
-        self._previous: Any = None
+        self._sigterm = SignalHandler("SIGTERM", self._signalled)
         self._drained: Deferred[None] | None = None
         self._calls: list[Any] = []
 
@@ -45,13 +46,12 @@ class DrainService(Service):
         # makes twistd exit with the signal); ours makes a clean exit 0 and
         # lets a second signal cut the drain short.
         Service.startService(self)
-        if hasattr(signal, "SIGTERM"):
-            # After the reactor's own handlers, which it installs as it runs.
-            self.reactor.callWhenRunning(self._install)
+        # After the reactor's own handlers, which it installs as it runs.
+        self.reactor.callWhenRunning(self._install)
 
     def _install(self) -> None:
-        if self.running and self._previous is None:
-            self._previous = signal.signal(signal.SIGTERM, self._signalled)
+        if self.running:
+            self._sigterm.install()
 
     def _signalled(self, signum: int, frame: Any) -> None:
         self.reactor.callFromThread(self.terminate)
@@ -88,15 +88,10 @@ class DrainService(Service):
                 if transport is not None:
                     transport.abortConnection()
 
-    def _restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
-
     def stopService(self) -> Deferred[None] | None:
         Service.stopService(self)
         if not self.factory.live:
-            self._restore()
+            self._sigterm.restore()
             return None
         self._terminating = True
         drained: Deferred[None] = Deferred()
@@ -122,7 +117,7 @@ class DrainService(Service):
             self.closeAll("shutdown: drain timeout")
 
     def _finish(self) -> None:
-        self._restore()
+        self._sigterm.restore()
         for call in self._calls:
             if call.active():
                 call.cancel()
