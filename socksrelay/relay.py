@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IP
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from socksrelay import splicing
 from socksrelay.wire import normaliseAddress
 
 
@@ -41,6 +42,9 @@ def describeAddress(address: Any) -> str:
             name = name.decode("utf-8", "backslashreplace")
         return f"unix:{name}"
     return str(address)
+
+
+RELAY_BUFFER = 256 * 1024
 
 
 class Activity:
@@ -156,6 +160,7 @@ class RelayEnd(Protocol):
 
     _readClosed = False
     _writeClosed = False
+    _writeClosing = False
     _lost = False
     _abortCall: IDelayedCall | None = None
 
@@ -166,6 +171,11 @@ class RelayEnd(Protocol):
     throttle: Any = None
     throttleDirection = "up"
     readGate: ReadGate | None = None
+    #: The L{socksrelay.splicing.Splicer} moving this end's bytes, if any.
+    splicer: Any = None
+    #: Once L{bytesIn} reaches this, try to move the relay to the splicer
+    #: (0: never).
+    spliceAt = 0
 
     def relayData(self, data: bytes) -> None:
         """
@@ -177,6 +187,27 @@ class RelayEnd(Protocol):
         self.peer.transport.write(data)  # type: ignore[union-attr]
         if self.throttle is not None and not self._lost:
             self.throttle.spent(self, self.throttleDirection, len(data))
+        elif self.spliceAt and self.bytesIn >= self.spliceAt:
+            self._trySplicing()
+
+    def _trySplicing(self) -> None:
+        """
+        This end has carried enough to be a bulk transfer: hand the relay
+        to a L{splicing.Splicer} if both transports have sent what they
+        hold; otherwise try again after as many bytes more.
+        """
+        peer = self.peer
+        if peer is None or self._finishing() or peer._finishing():
+            self.spliceAt = 0
+            return
+        self.transport.unregisterProducer()  # type: ignore[union-attr]
+        peer.transport.unregisterProducer()  # type: ignore[union-attr]
+        if splicing.start(self.reactor or peer.reactor, self, peer) is not None:
+            self.spliceAt = peer.spliceAt = 0
+            return
+        self.spliceAt = self.bytesIn + splicing.AFTER
+        self.transport.registerProducer(peer.transport, True)  # type: ignore[union-attr]
+        peer.transport.registerProducer(self.transport, True)  # type: ignore[union-attr]
 
     def pauseReading(self, reason: str) -> None:
         """
@@ -216,10 +247,17 @@ class RelayEnd(Protocol):
         self._writeClosed = True
         self._closeIfDone()
 
+    def _finishing(self) -> bool:
+        """
+        Whether this side has begun to close in any way.
+        """
+        return self._lost or self._readClosed or self._writeClosed or self._writeClosing
+
     def shutdownWrite(self) -> None:
         """
         Send EOF to this side once its buffer is flushed.
         """
+        self._writeClosing = True
         loseWrite = getattr(self.transport, "loseWriteConnection", None)
         if loseWrite is None:
             self.transport.loseConnection()  # type: ignore[union-attr]
@@ -237,7 +275,11 @@ class RelayEnd(Protocol):
         """
         if self._lost or self.transport is None:
             return
-        self.transport.loseConnection()
+        if self.splicer is not None and self.splicer.pendingTo(self):
+            # Bytes the peer sent are still in the pipe: they go first.
+            self.splicer.closeAfterDrain(self)
+        else:
+            self.transport.loseConnection()
         if self._abortCall is None and self.reactor is not None:
             self._abortCall = self.reactor.callLater(self.closeTimeout, self._abort)
 
@@ -248,6 +290,8 @@ class RelayEnd(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        if self.splicer is not None:
+            self.splicer.release(self)
         if self.throttle is not None:
             self.throttle.detach(self)
         if self._abortCall is not None and self._abortCall.active():
@@ -286,15 +330,29 @@ class OutboundFactory(Factory):
         return p
 
 
-def splice(a: RelayEnd, b: RelayEnd) -> None:
+def splice(
+    a: RelayEnd, b: RelayEnd, early: bytes = b"", zeroCopy: bool = False
+) -> None:
     """
     Join two connected ends: each becomes the other's peer, and each
     transport the streaming producer of the other, so that a full write
     buffer on one side pauses reading on the other.  When either end has a
     throttle, the producers registered are the ends' L{ReadGate}s.
+
+    C{early} (bytes C{a} sent before the relay began) is relayed first.
+    With C{zeroCopy}, a relay that turns out to be a bulk transfer moves to
+    C{splice(2)} when both transports allow it (L{socksrelay.splicing}).
     """
     a.peer = b
     b.peer = a
+    if zeroCopy and a.throttle is None and b.throttle is None and splicing.possible(a, b):
+        a.spliceAt = a.bytesIn + splicing.AFTER
+        b.spliceAt = b.bytesIn + splicing.AFTER
+    for end in (a, b):
+        t = end.transport
+        if hasattr(t, "bufferSize"):
+            t.bufferSize = RELAY_BUFFER
+            t.SEND_LIMIT = RELAY_BUFFER
     if a.throttle is not None or b.throttle is not None:
         # Throttled: each transport is registered through a ReadGate, so
         # that backpressure and the throttle pause it independently.
@@ -303,6 +361,8 @@ def splice(a: RelayEnd, b: RelayEnd) -> None:
                 end.readGate = ReadGate(end.transport)
         a.transport.registerProducer(b.readGate, True)  # type: ignore[union-attr]
         b.transport.registerProducer(a.readGate, True)  # type: ignore[union-attr]
-        return
-    a.transport.registerProducer(b.transport, True)  # type: ignore[union-attr]
-    b.transport.registerProducer(a.transport, True)  # type: ignore[union-attr]
+    else:
+        a.transport.registerProducer(b.transport, True)  # type: ignore[union-attr]
+        b.transport.registerProducer(a.transport, True)  # type: ignore[union-attr]
+    if early:
+        a.relayData(early)

@@ -26,6 +26,7 @@ This module does no I/O.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence, Union
@@ -58,7 +59,9 @@ PRIVATE = (
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # Cached: every rule of a decision looks at the same client address.
     try:
         return ipaddress.ip_address(normaliseAddress(text))
     except ValueError:

@@ -1036,12 +1036,12 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         if throttle is not None:
             self.throttle = other.throttle = throttle
             self.throttleDirection, other.throttleDirection = "up", "down"
-        splice(self, other)
-        if early:
-            self.relayData(early)
+        splice(
+            self, other, early, zeroCopy=factory.zeroCopy and not self._clientEOF
+        )
         if self._clientEOF:
             RelayEnd.readConnectionLost(self)
-        else:
+        elif self.splicer is None:
             self._resumeReading()
 
     def _ebConnected(self, reason: Failure) -> None:
@@ -1181,6 +1181,8 @@ class SOCKS5ServerFactory(Factory):
         both sides are closed; 0 (the default) for no limit.
     @param halfClosedTimeout: seconds a relay whose one side has finished may
         carry no byte before both are closed (default 60; 0 for no limit).
+    @param zeroCopy: relay plain TCP connections with C{splice(2)} on
+        Linux (no copy through Python); C{False} for the ordinary relay.
     @param policy: a L{socksrelay.rules.Policy} deciding who may go where,
         or C{None} (the default for code that embeds the factory) to check
         nothing; C{twistd socks5} always passes one (its secure defaults when
@@ -1215,6 +1217,7 @@ class SOCKS5ServerFactory(Factory):
         limits: Limits | None = None,
         idleTimeout: float = 0.0,
         halfClosedTimeout: float = 60.0,
+        zeroCopy: bool = True,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -1243,6 +1246,9 @@ class SOCKS5ServerFactory(Factory):
         self.idleTimeout = idleTimeout
         #: Seconds a relay with one side finished may go without a byte.
         self.halfClosedTimeout = halfClosedTimeout
+        #: Relay plain TCP with C{splice(2)} where the platform has it
+        #: (L{socksrelay.splicing}).
+        self.zeroCopy = zeroCopy
         #: The limits (L{socksrelay.limits.Limits}) and their counts.
         self.admission = Admission(limits or Limits(), reactor.seconds)
         self.throttles = ThrottleRegistry(reactor)

@@ -305,6 +305,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
 
     optFlags = [
         [
+            "no-zero-copy",
+            None,
+            "Relay TCP through Python buffers even where Linux splice(2) "
+            "could move the bytes without copying them (the default for "
+            "plain TCP relays without a bandwidth limit).",
+        ],
+        [
             "udp-open-filtering",
             None,
             "Let any host answer through a UDP association (endpoint-"
@@ -469,6 +476,7 @@ def makeFactory(config: Options, reactor: Any) -> SOCKS5ServerFactory:
         connectTimeout=config["connect-timeout"],
         idleTimeout=config["idle-timeout"],
         halfClosedTimeout=config["half-closed-timeout"],
+        zeroCopy=not config["no-zero-copy"],
         limits=Limits(**fileConfig.limits),
         policy=policy,
         externals=config["externals"] + fileConfig.external,

@@ -16,6 +16,7 @@ This module does no I/O and imports nothing from C{twisted.internet}.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import struct
 from dataclasses import dataclass, field
@@ -177,10 +178,14 @@ def _decodeName(raw: bytes) -> str:
     return raw.decode("utf-8")
 
 
+@functools.lru_cache(maxsize=4096)
 def normaliseAddress(host: str) -> str:
     """
     Return C{host} with an IPv4-mapped IPv6 address turned into plain IPv4
     and any IPv6 scope removed; other strings are returned unchanged.
+
+    Cached: the same few client and destination addresses are normalised
+    many times per session.
     """
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
