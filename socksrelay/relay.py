@@ -176,6 +176,9 @@ class RelayEnd(Protocol):
     #: Once L{bytesIn} reaches this, try to move the relay to the splicer
     #: (0: never).
     spliceAt = 0
+    #: The peer's transport is plain TCP: bytes for it are sent at once
+    #: when it has nothing queued (L{splicing.writeThrough}).
+    sendDirect = False
 
     def relayData(self, data: bytes) -> None:
         """
@@ -184,7 +187,10 @@ class RelayEnd(Protocol):
         self.bytesIn += len(data)
         if self.activity is not None:
             self.activity.count += 1
-        self.peer.transport.write(data)  # type: ignore[union-attr]
+        if self.sendDirect:
+            splicing.writeThrough(self.peer.transport, data)  # type: ignore[union-attr]
+        else:
+            self.peer.transport.write(data)  # type: ignore[union-attr]
         if self.throttle is not None and not self._lost:
             self.throttle.spent(self, self.throttleDirection, len(data))
         elif self.spliceAt and self.bytesIn >= self.spliceAt:
@@ -353,6 +359,8 @@ def splice(
         if hasattr(t, "bufferSize"):
             t.bufferSize = RELAY_BUFFER
             t.SEND_LIMIT = RELAY_BUFFER
+    a.sendDirect = splicing.plainTCP(b.transport)
+    b.sendDirect = splicing.plainTCP(a.transport)
     if a.throttle is not None or b.throttle is not None:
         # Throttled: each transport is registered through a ReadGate, so
         # that backpressure and the throttle pause it independently.

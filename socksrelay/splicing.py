@@ -59,6 +59,14 @@ def _buffered(transport: Any) -> int:
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
 
+def plainTCP(transport: Any) -> bool:
+    """
+    Whether C{transport} is a plain TCP connection (not TLS, not wrapped),
+    whose socket bytes can be sent to directly.
+    """
+    return isinstance(transport, tcp.Connection) and not transport.TLS
+
+
 def spliceable(transport: Any) -> bool:
     """
     Whether C{transport} is a plain TCP connection whose socket the splicer
@@ -66,23 +74,42 @@ def spliceable(transport: Any) -> bool:
     """
     return (
         AVAILABLE
-        and isinstance(transport, tcp.Connection)
-        and not transport.TLS
+        and plainTCP(transport)
         and transport.connected
         and not transport.disconnecting
         and transport.producer is None
     )
 
 
+def writeThrough(transport: Any, data: bytes) -> None:
+    """
+    Write C{data} to a plain TCP C{transport}: straight to its socket when
+    nothing is queued before it, so a relayed chunk leaves in the same
+    reactor turn it arrived in; what the socket does not take (or any
+    error) goes through the transport's buffer as usual.
+    """
+    if _buffered(transport) or transport.disconnecting or not transport.connected:
+        transport.write(data)
+        return
+    try:
+        sent = transport.socket.send(data)
+    except OSError:
+        # Full (EAGAIN), or failing: the transport's own write path queues
+        # the bytes, or meets the error and closes as it always does.
+        sent = 0
+    if sent < len(data):
+        transport.write(data[sent:] if sent else data)
+
+
 def flush(transport: Any) -> bool:
     """
-    Send what C{transport} buffered now (a reply, early data: a few bytes
-    to a socket that has room) and say whether nothing is left.
+    Send what C{transport} buffered, now, as far as its socket takes it,
+    and say whether nothing is left.
     """
     if _buffered(transport):
-        # The reactor calls this when the socket is writable; a fresh
-        # socket with a few bytes to send is, so calling it directly sends
-        # them.  Whatever does not go leaves the relay on the ordinary path.
+        # The reactor calls this when the socket is writable; calling it
+        # directly sends what the socket has room for.  Whatever does not
+        # go keeps the relay on the ordinary path for now.
         transport.doWrite()
     return transport.connected and not transport.disconnecting and not _buffered(transport)
 
@@ -359,10 +386,7 @@ def start(reactor: Any, a: Any, b: Any) -> Splicer | None:
     """
     if not possible(a, b):
         return None
-    try:
-        if not (flush(a.transport) and flush(b.transport)):
-            return None
-    except Exception:
+    if not (flush(a.transport) and flush(b.transport)):
         return None
     try:
         splicer = Splicer(reactor, a, b)

@@ -23,7 +23,6 @@ that is dropped is counted by reason.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from socksrelay.wire import (
     ProtocolError,
     Reply,
     encodeUDPHeader,
+    isIPLiteral,
     normaliseAddress,
     parseUDPHeader,
 )
@@ -244,6 +244,19 @@ class _RelaySocket(DatagramProtocol):
         self.association.fromClient(datagram, addr)
 
 
+def _send(port: Any, datagram: bytes, address: tuple[str, int]) -> None:
+    """
+    Send one datagram on a UDP port, straight to its socket when it has one
+    (the address is an IP address already, so the checks of
+    C{IUDPTransport.write} are not needed on this path).
+    """
+    sock = getattr(port, "socket", None)
+    if sock is None:
+        port.write(datagram, address)
+    else:
+        sock.sendto(datagram, address)
+
+
 class _OutboundSocket(DatagramProtocol):
     """
     The socket from which an association reaches its destinations.
@@ -302,6 +315,7 @@ class UDPAssociation:
         self._permitted: set[str] = set()
         self._queued = 0
         self._idleCall: Any = None
+        self._lastActive = 0.0
         self._closed = False
         self.address: tuple[str, int] | None = None
         self.datagramsUp = 0
@@ -377,17 +391,25 @@ class UDPAssociation:
         )
 
     def _resetIdle(self) -> None:
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.reset(self._options.idleTimeout)
-        else:
+        # Per datagram, only a clock read: the timer, once set, checks when
+        # it fires whether the association was quiet for the whole timeout.
+        self._lastActive = self._reactor.seconds()
+        if self._idleCall is None:
             self._idleCall = self._reactor.callLater(
                 self._options.idleTimeout, self._idle
             )
 
     def _idle(self) -> None:
         self._idleCall = None
-        if not self._closed:
-            self._onIdle()
+        if self._closed:
+            return
+        quiet = self._reactor.seconds() - self._lastActive
+        if quiet < self._options.idleTimeout:
+            self._idleCall = self._reactor.callLater(
+                self._options.idleTimeout - quiet, self._idle
+            )
+            return
+        self._onIdle()
 
     def _drop(self, reason: str) -> None:
         self.drops[reason] += 1
@@ -425,9 +447,7 @@ class UDPAssociation:
         payload = datagram[header.length :]
         self._resetIdle()
         destination = normaliseAddress(header.host)
-        try:
-            ipaddress.ip_address(destination)
-        except ValueError:
+        if not isIPLiteral(destination):
             self._sendToName(header.host, header.port, payload)
             return
         self._sendTo(destination, header.port, payload)
@@ -497,8 +517,7 @@ class UDPAssociation:
             self._drop("bandwidth")
             return
         try:
-            outbound = self._outboundFor(host)
-            outbound.write(payload, (host, port))
+            _send(self._outboundFor(host), payload, (host, port))
         except Exception as e:
             self._drop("send-error")
             self._log.debug("UDP send to {host}:{port} failed: {error}", host=host, port=port, error=e)
@@ -533,7 +552,7 @@ class UDPAssociation:
             return
         self._resetIdle()
         try:
-            self._relayPort.write(header + datagram, (self.clientHost, self.clientPort))
+            _send(self._relayPort, header + datagram, (self.clientHost, self.clientPort))
         except Exception:
             self._drop("send-error")
             return

@@ -204,6 +204,15 @@ def encodeAddress(host: str | None, port: int) -> bytes:
     """
     if host is None:
         return bytes([AddressType.IPV4]) + b"\x00\x00\x00\x00" + b"\x00\x00"
+    return _encodeHost(host) + struct.pack("!H", port)
+
+
+@functools.lru_cache(maxsize=4096)
+def _encodeHost(host: str) -> bytes:
+    """
+    ATYP and ADDR for C{host}; cached, since a UDP association encodes the
+    same few sources for every datagram.
+    """
     host = normaliseAddress(host)
     try:
         address = ipaddress.ip_address(host)
@@ -213,11 +222,31 @@ def encodeAddress(host: str | None, port: int) -> bytes:
         name = host.encode("utf-8")
         if not 0 < len(name) <= 255:
             raise ValueError(f"name of {len(name)} bytes cannot be encoded")
-        return (
-            bytes([AddressType.DOMAIN, len(name)]) + name + struct.pack("!H", port)
-        )
+        return bytes([AddressType.DOMAIN, len(name)]) + name
     atyp = AddressType.IPV4 if address.version == 4 else AddressType.IPV6
-    return bytes([atyp]) + address.packed + struct.pack("!H", port)
+    return bytes([atyp]) + address.packed
+
+
+@functools.lru_cache(maxsize=4096)
+def _packedToText(packed: bytes) -> str:
+    """
+    The text form of a packed IPv4 or IPv6 address (IPv4-mapped IPv6 as
+    plain IPv4); cached for the UDP header parser.
+    """
+    return normaliseAddress(str(ipaddress.ip_address(packed)))
+
+
+@functools.lru_cache(maxsize=4096)
+def isIPLiteral(host: str) -> bool:
+    """
+    Whether C{host} is an IPv4 or IPv6 address (with an optional scope)
+    rather than a name.
+    """
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 def encodeReply(reply: Reply | int, host: str | None = None, port: int = 0) -> bytes:
@@ -599,12 +628,12 @@ def parseUDPHeader(datagram: bytes) -> UDPHeader:
         end = 4 + 4
         if len(datagram) < end + 2:
             raise ProtocolError("truncated IPv4 address")
-        host = str(ipaddress.IPv4Address(datagram[4:end]))
+        host = _packedToText(datagram[4:end])
     elif addressType is AddressType.IPV6:
         end = 4 + 16
         if len(datagram) < end + 2:
             raise ProtocolError("truncated IPv6 address")
-        host = normaliseAddress(str(ipaddress.IPv6Address(datagram[4:end])))
+        host = _packedToText(datagram[4:end])
     else:
         if len(datagram) < 5:
             raise ProtocolError("truncated name")
