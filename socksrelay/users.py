@@ -498,6 +498,22 @@ class UsersChecker:
             raise UnauthorizedLogin("expired")
         return record
 
+    def _refuseUnknown(self, password: bytes) -> defer.Deferred:
+        """
+        Refuse a name that is not in the file, but only after checking the
+        password against some user's hash: a refusal takes as long as for
+        a known name with a wrong password, so timing does not tell which
+        names exist.
+        """
+        decoy = next(iter(self.users.values()), None)
+        if decoy is None:
+            return defer.fail(UnauthorizedLogin())
+
+        def refuse(ignored: object) -> None:
+            raise UnauthorizedLogin()
+
+        return self._verify(password, decoy).addCallback(refuse)
+
     def requestAvatarId(self, credentials: Any) -> defer.Deferred:
         self._load()
         username, password = credentials.username, credentials.password
@@ -510,7 +526,7 @@ class UsersChecker:
             password = password.encode("utf-8")
         record = self.users.get(username)
         if record is None:
-            return defer.fail(UnauthorizedLogin())
+            return self._refuseUnknown(password)
         cacheKey = self._cacheKey(username, password)
         if self._cached(cacheKey, record):
             return defer.maybeDeferred(self._decide, record)

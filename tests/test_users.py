@@ -220,6 +220,27 @@ class CheckerTests(CheckerTestsMixin, SynchronousTestCase):
         self.refused(checker, "alice", "nope")
         self.refused(checker, "mallory", "s3cret")
 
+    def test_unknownUserCostsAHashCheck(self) -> None:
+        """
+        An unknown name is refused only after a bcrypt check (in the thread
+        pool, against a user's hash), like a known name with a wrong
+        password, so response time does not reveal which names exist.  The
+        refusal holds even with that user's right password.
+        """
+        checker = self.makeChecker([UserRecord("alice", HASH)])
+        self.refused(checker, "mallory", "s3cret")
+        self.assertEqual(self.hashed, [HASH])
+        self.assertEqual(len(self.reactor.pool.calls), 1)
+
+    def test_unknownUserEmptyFile(self) -> None:
+        """
+        With no user in the file there is nothing to reveal: an unknown
+        name is refused at once, without a hash check.
+        """
+        checker = self.makeChecker([])
+        self.refused(checker, "mallory", "s3cret")
+        self.assertEqual(self.hashed, [])
+
     def test_hashingInThreadPool(self) -> None:
         """
         The bcrypt check runs in the reactor's thread pool.
