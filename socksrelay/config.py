@@ -289,7 +289,14 @@ def parseConfig(text: str, path: str = "<config>") -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        message = str(e)
+        # tomllib names no line for what it finds only at the end (an
+        # unclosed array or string): the last line is where to look.
+        lastLine = max(len(text.splitlines()), 1)
+        message = message.replace(
+            "(at end of document)", f"(at end of document, line {lastLine})"
+        )
+        raise ConfigError(f"{path}: {message}") from None
     config = Config(path=path)
     unknown = set(data) - {"rule", "timeouts", "limits", "recheck", "external"}
     for key in sorted(unknown):

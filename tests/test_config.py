@@ -255,6 +255,15 @@ class ErrorTests(SynchronousTestCase):
         message = self.error("[timeouts]\nhandshake = 30\nconnect = = 5\n")
         self.assertLine(message, 3)
 
+    def test_tomlErrorAtEnd(self) -> None:
+        """
+        An error tomllib only finds at the end of the file (an array never
+        closed) names the last line, where it was found.
+        """
+        message = self.error('[[rule]]\naction = "allow"\nports = [80,\n443,\n')
+        self.assertIn("end of document", message)
+        self.assertLine(message, 4)
+
     def test_unknownTopLevelKey(self) -> None:
         """
         An unknown top-level key or table is refused, naming it and its line.
