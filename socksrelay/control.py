@@ -15,6 +15,10 @@ L{twisted.web} site.
 Each close is logged with the address that asked for it.  With a token
 (C{--control-token-file}), every path answers 401 unless the request carries
 C{Authorization: Bearer TOKEN}.
+
+The resources read and act through an L{IControlSource}: L{LocalSource} for
+this process's factory, or L{socksrelay.workers.WorkerSource} for the
+workers of C{--workers}.
 """
 
 from __future__ import annotations
@@ -28,12 +32,16 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
 
+from socksrelay.interfaces import IControlSource
 from socksrelay.listening import AnnouncingEndpoint
 from socksrelay.metrics import Metrics
 from socksrelay.relay import describeAddress
@@ -171,7 +179,71 @@ def closeSession(protocol: Any, requester: str) -> None:
         protocol.peer.closeGently()
 
 
+class SourceUnavailable(Exception):
+    """
+    An L{IControlSource} cannot answer now (a worker did not answer); the
+    site says 503 with this message.
+    """
+
+
+@implementer(IControlSource)
+class LocalSource:
+    """
+    The live sessions of one L{socksrelay.server.SOCKS5ServerFactory} and the
+    L{Metrics} that count them.
+    """
+
+    def __init__(self, factory: Any, metrics: Metrics) -> None:
+        self.factory = factory
+        self.metrics = metrics
+
+    def now(self) -> float:
+        return float(self.factory.reactor.seconds())
+
+    def find(self, sessionId: int) -> Any:
+        """
+        The live protocol whose session has this id, or C{None}.
+        """
+        for protocol in self.factory.live:
+            session = getattr(protocol, "session", None)
+            if session is not None and session.id == sessionId:
+                return protocol
+        return None
+
+    def metricsText(self) -> Deferred[bytes]:
+        self.metrics.refresh()
+        return succeed(generate_latest(self.metrics.registry))
+
+    def sessions(
+        self, user: str | None, client: str | None, destination: str | None
+    ) -> Deferred[list[dict[str, Any]]]:
+        now = self.now()
+        found = liveSessions(self.factory, user, client, destination)
+        return succeed([describeSession(p, now) for p in found])
+
+    def session(self, sessionId: int) -> Deferred[dict[str, Any] | None]:
+        protocol = self.find(sessionId)
+        return succeed(None if protocol is None else describeSession(protocol, self.now()))
+
+    def close(self, sessionId: int, requester: str) -> Deferred[bool]:
+        protocol = self.find(sessionId)
+        if protocol is not None:
+            closeSession(protocol, requester)
+        return succeed(protocol is not None)
+
+    def closeUser(self, user: str, requester: str) -> Deferred[list[int]]:
+        closed = []
+        for protocol in liveSessions(self.factory, user=user):
+            closeSession(protocol, requester)
+            closed.append(protocol.session.id)
+        return succeed(closed)
+
+
 # -- resources ---------------------------------------------------------------
+
+#: The header in which a supervisor names who asked it to close sessions,
+#: believed only by a worker's private control site.
+REQUESTER_HEADER = "X-Socksrelay-Requester"
 
 
 def _arg(request: Request, name: str) -> str | None:
@@ -181,15 +253,39 @@ def _arg(request: Request, name: str) -> str | None:
     return values[0].decode("utf-8", "replace")
 
 
-def _requester(request: Request) -> str:
-    return describeAddress(request.getClientAddress())
-
-
 def _json(request: Request, value: Any, code: int = 200) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"content-type", _JSON)
     request.setHeader(b"cache-control", b"no-store")
     return json.dumps(value, indent=1).encode("utf-8") + b"\n"
+
+
+def _respond(
+    request: Request, result: Deferred[Any], render: Callable[[Any], bytes]
+) -> Any:
+    """
+    Answer C{request} with C{render(value)} once C{result} fires with
+    C{value} (at once, when it already has); a failure is a JSON 503 (for
+    L{SourceUnavailable}) or 500.
+    """
+    gone: list[Failure] = []
+    request.notifyFinish().addErrback(gone.append)
+
+    def failed(reason: Failure) -> bytes:
+        if reason.check(SourceUnavailable):
+            return _json(request, {"error": str(reason.value)}, 503)
+        _log.failure("control request failed", reason)
+        return _json(request, {"error": "internal error"}, 500)
+
+    def answer(body: bytes) -> None:
+        if not gone:
+            request.write(body)
+            request.finish()
+
+    result.addCallback(render).addErrback(failed).addCallback(answer).addErrback(
+        lambda reason: _log.failure("control answer failed", reason)
+    )
+    return NOT_DONE_YET
 
 
 class _JSONResource(Resource):
@@ -259,12 +355,12 @@ class _Action(_JSONResource):
         super().__init__()
         self.control = control
 
-    def render_POST(self, request: Request) -> bytes:
+    def render_POST(self, request: Request) -> Any:
         if _crossOrigin(request):
             return _json(request, {"error": "cross-origin request refused"}, 403)
         return self.act(request)
 
-    def act(self, request: Request) -> bytes:
+    def act(self, request: Request) -> Any:
         raise NotImplementedError()
 
 
@@ -277,12 +373,16 @@ class CloseSessionResource(_Action):
         super().__init__(control)
         self.sessionId = sessionId
 
-    def act(self, request: Request) -> bytes:
-        protocol = self.control.find(self.sessionId)
-        if protocol is None:
-            return _json(request, {"error": f"no live session {self.sessionId}"}, 404)
-        closeSession(protocol, _requester(request))
-        return _json(request, {"closed": [self.sessionId]})
+    def act(self, request: Request) -> Any:
+        def render(closed: bool) -> bytes:
+            if not closed:
+                return _json(request, {"error": f"no live session {self.sessionId}"}, 404)
+            return _json(request, {"closed": [self.sessionId]})
+
+        source = self.control.source
+        return _respond(
+            request, source.close(self.sessionId, self.control.requester(request)), render
+        )
 
 
 class CloseUserResource(_Action):
@@ -290,16 +390,12 @@ class CloseUserResource(_Action):
     C{POST /sessions/close?user=NAME}.
     """
 
-    def act(self, request: Request) -> bytes:
+    def act(self, request: Request) -> Any:
         user = _arg(request, "user")
         if user is None:
             return _json(request, {"error": "which user? (?user=NAME)"}, 400)
-        requester = _requester(request)
-        closed = []
-        for protocol in liveSessions(self.control.factory, user=user):
-            closeSession(protocol, requester)
-            closed.append(protocol.session.id)
-        return _json(request, {"closed": closed})
+        closed = self.control.source.closeUser(user, self.control.requester(request))
+        return _respond(request, closed, lambda ids: _json(request, {"closed": ids}))
 
 
 class SessionResource(_JSONResource):
@@ -319,11 +415,13 @@ class SessionResource(_JSONResource):
             return self
         return ErrorResource(404, "not found")
 
-    def render_GET(self, request: Request) -> bytes:
-        protocol = self.control.find(self.sessionId)
-        if protocol is None:
-            return _json(request, {"error": f"no live session {self.sessionId}"}, 404)
-        return _json(request, describeSession(protocol, self.control.now()))
+    def render_GET(self, request: Request) -> Any:
+        def render(session: dict[str, Any] | None) -> bytes:
+            if session is None:
+                return _json(request, {"error": f"no live session {self.sessionId}"}, 404)
+            return _json(request, session)
+
+        return _respond(request, self.control.source.session(self.sessionId), render)
 
 
 class SessionsResource(_JSONResource):
@@ -344,15 +442,11 @@ class SessionsResource(_JSONResource):
             return SessionResource(self.control, int(path))
         return ErrorResource(404, "not found")
 
-    def render_GET(self, request: Request) -> bytes:
-        now = self.control.now()
-        found = liveSessions(
-            self.control.factory,
-            user=_arg(request, "user"),
-            client=_arg(request, "client"),
-            destination=_arg(request, "destination"),
+    def render_GET(self, request: Request) -> Any:
+        found = self.control.source.sessions(
+            _arg(request, "user"), _arg(request, "client"), _arg(request, "destination")
         )
-        return _json(request, [describeSession(p, now) for p in found])
+        return _respond(request, found, lambda sessions: _json(request, sessions))
 
 
 class MetricsResource(_JSONResource):
@@ -362,15 +456,17 @@ class MetricsResource(_JSONResource):
 
     isLeaf = True
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, control: ControlResource) -> None:
         super().__init__()
-        self.metrics = metrics
+        self.control = control
 
-    def render_GET(self, request: Request) -> bytes:
-        self.metrics.refresh()
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
-        request.setHeader(b"cache-control", b"no-store")
-        return generate_latest(self.metrics.registry)
+    def render_GET(self, request: Request) -> Any:
+        def render(text: bytes) -> bytes:
+            request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+            request.setHeader(b"cache-control", b"no-store")
+            return text
+
+        return _respond(request, self.control.source.metricsText(), render)
 
 
 _PAGE_STYLE = """
@@ -495,23 +591,23 @@ class PageResource(_JSONResource):
         super().__init__()
         self.control = control
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> Any:
         if request.postpath not in ([], [b""]):
             return _json(request, {"error": "not found"}, 404)
-        now = self.control.now()
-        sessions = [
-            describeSession(p, now) for p in liveSessions(self.control.factory)
-        ]
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-store")
-        request.setHeader(b"x-content-type-options", b"nosniff")
-        request.setHeader(
-            b"content-security-policy",
-            b"default-src 'none'; script-src 'unsafe-inline'; "
-            b"style-src 'unsafe-inline'; connect-src 'self'; "
-            b"frame-ancestors 'none'",
-        )
-        return self.page(sessions).encode("utf-8")
+
+        def render(sessions: list[dict[str, Any]]) -> bytes:
+            request.setHeader(b"content-type", b"text/html; charset=utf-8")
+            request.setHeader(b"cache-control", b"no-store")
+            request.setHeader(b"x-content-type-options", b"nosniff")
+            request.setHeader(
+                b"content-security-policy",
+                b"default-src 'none'; script-src 'unsafe-inline'; "
+                b"style-src 'unsafe-inline'; connect-src 'self'; "
+                b"frame-ancestors 'none'",
+            )
+            return self.page(sessions).encode("utf-8")
+
+        return _respond(request, self.control.source.sessions(None, None, None), render)
 
     def page(self, sessions: list[dict[str, Any]]) -> str:
         """
@@ -564,33 +660,37 @@ class ControlResource(Resource):
     """
     The root of the metrics and control site.
 
-    @param factory: the L{socksrelay.server.SOCKS5ServerFactory} whose
-        C{live} sessions are shown and closed.
-    @param metrics: the L{Metrics} served at C{/metrics}.
+    @param source: the L{IControlSource} whose sessions and metrics are
+        shown and acted on (a L{LocalSource} for one process).
     @param token: the bearer token every request must carry, or C{None}.
+    @param trustRequester: believe the L{REQUESTER_HEADER} a request
+        carries about who asked (only for a worker's private site, which
+        only its supervisor can reach).
     """
 
-    def __init__(self, factory: Any, metrics: Metrics, token: str | None = None) -> None:
+    def __init__(
+        self,
+        source: IControlSource,
+        token: str | None = None,
+        trustRequester: bool = False,
+    ) -> None:
         super().__init__()
-        self.factory = factory
-        self.metrics = metrics
+        self.source = source
+        self.trustRequester = trustRequester
         self._token = None if token is None else token.encode("utf-8")
         self.putChild(b"", PageResource(self))
-        self.putChild(b"metrics", MetricsResource(metrics))
+        self.putChild(b"metrics", MetricsResource(self))
         self.putChild(b"sessions", SessionsResource(self))
 
-    def now(self) -> float:
-        return float(self.factory.reactor.seconds())
-
-    def find(self, sessionId: int) -> Any:
+    def requester(self, request: Request) -> str:
         """
-        The live protocol whose session has this id, or C{None}.
+        Who sent C{request}, for the log line of a close.
         """
-        for protocol in self.factory.live:
-            session = getattr(protocol, "session", None)
-            if session is not None and session.id == sessionId:
-                return protocol
-        return None
+        if self.trustRequester:
+            named = request.getHeader(REQUESTER_HEADER)
+            if named:
+                return named
+        return describeAddress(request.getClientAddress())
 
     def authorized(self, request: Request) -> bool:
         """
@@ -652,17 +752,39 @@ def controlService(
     maxUsers: int = 100,
     token: str | None = None,
     listeningSockets: Callable[[], int] | None = None,
+    private: bool = False,
 ) -> StreamServerEndpointService:
     """
     The service that serves metrics and the control API on C{description},
     with its L{Metrics} added to C{factory.observers}.
+
+    @param private: serve a worker's supervisor (see L{sourceService}).
     """
     metrics = Metrics(perUser=perUser, maxUsers=maxUsers, listeningSockets=listeningSockets)
     factory.observers.append(metrics)
-    site = ControlSite(ControlResource(factory, metrics, token))
-    endpoint = AnnouncingControlEndpoint(
-        serverFromString(reactor, description), token is not None
+    return sourceService(
+        LocalSource(factory, metrics), description, reactor, token, private
     )
+
+
+def sourceService(
+    source: IControlSource,
+    description: str,
+    reactor: Any,
+    token: str | None = None,
+    private: bool = False,
+) -> StreamServerEndpointService:
+    """
+    The service that serves the control site of C{source} on C{description}.
+
+    @param private: the endpoint is a worker's private socket that only its
+        supervisor reaches: do not announce it, and believe the requester
+        the supervisor names.
+    """
+    site = ControlSite(ControlResource(source, token, trustRequester=private))
+    endpoint = serverFromString(reactor, description)
+    if not private:
+        endpoint = AnnouncingControlEndpoint(endpoint, token is not None)
     service = StreamServerEndpointService(endpoint, site)
     service.setName("control")
     return service

@@ -77,3 +77,45 @@ class ISessionObserver(Interface):
         """
         The session is over and logged; its fields are final.
         """
+
+
+class IControlSource(Interface):
+    """
+    What the metrics and control site (L{socksrelay.control}) shows and acts
+    on: the sessions and metrics of this process
+    (L{socksrelay.control.LocalSource}), or those of every worker of a
+    supervisor (L{socksrelay.workers.WorkerSource}).  Every method returns a
+    L{twisted.internet.defer.Deferred}; one that fails with
+    L{socksrelay.control.SourceUnavailable} is answered with 503.
+    """
+
+    def metricsText():
+        """
+        Fires with the Prometheus text exposition (bytes) for C{/metrics}.
+        """
+
+    def sessions(user, client, destination):
+        """
+        Fires with the live sessions as JSON objects (dicts, see
+        L{socksrelay.control.describeSession}) in id order: those of C{user}
+        (exactly) whose client and destination contain C{client} and
+        C{destination}; C{None} matches every session.
+        """
+
+    def session(sessionId):
+        """
+        Fires with the JSON object of the live session C{sessionId}, or
+        C{None}.
+        """
+
+    def close(sessionId, requester):
+        """
+        Close the live session C{sessionId} because C{requester} (an address,
+        as text) asked; fires with whether there was such a session.
+        """
+
+    def closeUser(user, requester):
+        """
+        Close every live session of C{user} because C{requester} asked; fires
+        with the list of the closed sessions' ids.
+        """

@@ -206,6 +206,11 @@ class RelayEnd(Protocol):
         if peer is None or self._finishing() or peer._finishing():
             self.spliceAt = 0
             return
+        # Flush while the producers are still registered, so that a buffer
+        # emptied here resumes its paused producer as usual.
+        if not (splicing.flush(self.transport) and splicing.flush(peer.transport)):
+            self.spliceAt = self.bytesIn + splicing.AFTER
+            return
         self.transport.unregisterProducer()  # type: ignore[union-attr]
         peer.transport.unregisterProducer()  # type: ignore[union-attr]
         if splicing.start(self.reactor or peer.reactor, self, peer) is not None:
@@ -286,7 +291,7 @@ class RelayEnd(Protocol):
             self.splicer.closeAfterDrain(self)
         else:
             self.transport.loseConnection()
-        if self._abortCall is None and self.reactor is not None:
+        if self._abortCall is None and self.reactor is not None and not self._lost:
             self._abortCall = self.reactor.callLater(self.closeTimeout, self._abort)
 
     def _abort(self) -> None:

@@ -26,6 +26,15 @@ class Session:
 
     _ids = itertools.count(1)
 
+    @classmethod
+    def numberFrom(cls, start: int, step: int = 1) -> None:
+        """
+        Number the sessions made from now on C{start}, C{start + step},
+        C{start + 2 * step}...: worker I of N (0-based) of C{--workers}
+        numbers from I + 1 in steps of N, so ids are unique across workers.
+        """
+        cls._ids = itertools.count(start, step)
+
     def __init__(
         self, reactor: Any, client: str, listener: str, observers: Any = ()
     ) -> None:

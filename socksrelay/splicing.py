@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import socket
 import sys
 from typing import Any
 
@@ -144,8 +145,22 @@ class _Socket:
         self.splicer.writable(self)
 
     def connectionLost(self, reason: Failure) -> None:
-        # Only reached when doRead or doWrite raised (a bug): end the
-        # relay rather than leave it half-driven.
+        """
+        The reactor saw the socket fail or hang up (epoll reports that even
+        on a socket registered only for writing), or it is disconnecting
+        every descriptor as it stops: end this socket's transport with the
+        socket's own error.  Any other reason is a bug in the splicer: end
+        the relay rather than leave it half-driven.
+        """
+        if self.fd >= 0 and reason.check(error.ConnectionDone, error.ConnectionLost):
+            code = errno.EPIPE
+            try:
+                with socket.socket(fileno=os.dup(self.fd)) as probe:
+                    code = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or code
+            except OSError:
+                pass
+            self.splicer._lost(self, OSError(code, os.strerror(code)))
+            return
         _log.failure("splice relay failed", reason)
         self.splicer.abort()
 
@@ -302,7 +317,13 @@ class Splicer:
         the reactor had seen it.
         """
         end = side.end
-        if end._lost or end.transport is None:
+        transport = end.transport
+        if end._lost or transport is None:
+            return
+        if transport.disconnected or getattr(transport, "_aborting", False):
+            # Already closing (an abort in this same turn): its own
+            # connectionLost is on the way.
+            self.release(end)
             return
         reason = os.strerror(e.errno) if e.errno else str(e)
         if e.errno in (errno.ECONNRESET, errno.EPIPE):

@@ -68,6 +68,27 @@ def _positiveInt(value: str) -> int:
     return number
 
 
+def parseWorkers(value: str) -> int:
+    """
+    Parse C{--workers}: a positive number of processes, or C{auto} for one
+    per core this process may run on.
+
+    @raise ValueError: for anything else.
+    """
+    if value.strip().lower() == "auto":
+        from socksrelay.workers import availableCores
+
+        return availableCores()
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1, or auto")
+    return number
+
+
+#: The C{--port} endpoint types that C{--workers} can share between
+#: processes.
+SHAREABLE_PORTS = ("tcp", "tcp6", "unix")
+
 PROTOCOLS = ("socks5", "socks4", "http")
 
 
@@ -301,6 +322,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "ends (reopened on SIGUSR1, for logrotate).",
             checkAccessLogPath,
         ],
+        [
+            "workers",
+            None,
+            1,
+            "Run N worker processes sharing the listening sockets (tcp:, "
+            "tcp6: and unix: ports only), or auto for one per core; a worker "
+            "that dies is restarted.",
+            parseWorkers,
+        ],
     ]
 
     optFlags = [
@@ -357,6 +387,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         import sys
 
         args = sys.argv[1:] if options is None else list(options)
+        #: The arguments as given, for the workers of --workers.
+        self.argv = args
         self._explicit = {
             name
             for name in self._defaults
@@ -411,6 +443,14 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 _bytesInMemoryChecker(checker)
             except ValueError as e:
                 raise usage.UsageError(str(e))
+        if self["workers"] > 1:
+            for description in self["ports"]:
+                if description.split(":", 1)[0].strip().lower() not in SHAREABLE_PORTS:
+                    raise usage.UsageError(
+                        f"--workers {self['workers']} can share only "
+                        f"{', '.join(p + ':' for p in SHAREABLE_PORTS)} ports, "
+                        f"not --port {description!r}"
+                    )
 
 
 def _bytesInMemoryChecker(checker: Any) -> None:
@@ -505,25 +545,15 @@ def makeService(config: Options, reactor: Any = None) -> service.MultiService:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+    if config.get("workers", 1) > 1:
+        from socksrelay.workers import supervisorService
+
+        return supervisorService(config, reactor)
     factory = makeFactory(config, reactor)
     openProxy = AuthMethod.NO_AUTHENTICATION in factory.methods
     top = service.MultiService()
     top.setName("socksrelay")
-    DrainService(factory, reactor, config["drain-timeout"]).setServiceParent(top)
-    ReloadService(
-        factory,
-        reactor,
-        config["configPath"],
-        config["authDescriptions"],
-        config["overrides"],
-        _bytesInMemoryChecker,
-        config["externals"],
-        {name: config._defaults[name] for name in TIMEOUT_OPTIONS},
-    ).setServiceParent(top)
-    if config.get("access-log"):
-        accessLog = AccessLog(config["access-log"])
-        factory.observers.append(accessLog)
-        AccessLogService(accessLog, reactor).setServiceParent(top)
+    addSessionServices(top, config, factory, reactor)
     endpoints = []
     for description in config["ports"]:
         endpoint = AnnouncingEndpoint(serverFromString(reactor, description), openProxy)
@@ -541,3 +571,28 @@ def makeService(config: Options, reactor: Any = None) -> service.MultiService:
             listeningSockets=lambda: sum(e.listening for e in endpoints),
         ).setServiceParent(top)
     return top
+
+
+def addSessionServices(
+    top: service.MultiService, config: Options, factory: SOCKS5ServerFactory, reactor: Any
+) -> None:
+    """
+    Add what runs beside the listeners of a process that serves clients (one
+    proxy, or a worker of C{--workers}): the drain on SIGTERM, the reload on
+    SIGHUP and, with C{--access-log}, the access log.
+    """
+    DrainService(factory, reactor, config["drain-timeout"]).setServiceParent(top)
+    ReloadService(
+        factory,
+        reactor,
+        config["configPath"],
+        config["authDescriptions"],
+        config["overrides"],
+        _bytesInMemoryChecker,
+        config["externals"],
+        {name: config._defaults[name] for name in TIMEOUT_OPTIONS},
+    ).setServiceParent(top)
+    if config.get("access-log"):
+        accessLog = AccessLog(config["access-log"])
+        factory.observers.append(accessLog)
+        AccessLogService(accessLog, reactor).setServiceParent(top)

@@ -31,6 +31,7 @@ from socksrelay.control import (
     AnnouncingControlEndpoint,
     ControlResource,
     ControlSite,
+    LocalSource,
     controlService,
     parseControlEndpoint,
     readTokenFile,
@@ -114,7 +115,7 @@ class Harness:
         checker.addUser(b"bob", b"pw")
         self.proxy = Proxy(portal=Portal(SOCKSRealm(), [checker]))
         self.reactor = self.proxy.reactor
-        self.root = ControlResource(self.proxy.factory, self.proxy.metrics, token)
+        self.root = ControlResource(LocalSource(self.proxy.factory, self.proxy.metrics), token)
         self.site = ControlSite(self.root, reactor=self.reactor)
 
     def session(self, user: bytes, host: str, port: int) -> tuple[Any, Any, Any]:
