@@ -51,7 +51,7 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults, succee
 from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
 from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
 from twisted.internet.protocol import Factory, ProcessProtocol
-from twisted.logger import Logger, eventFromJSON, formatEvent
+from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory, readBody
 from twisted.web.http_headers import Headers
@@ -738,25 +738,31 @@ class WorkerSupervisor(Service):
 
     def workerSaid(self, worker: Worker, childFD: int, raw: bytes) -> None:
         """
-        Log a line that worker C{worker} wrote: its JSON log events (on
-        standard output) keep their fields, and get C{worker} and
+        Log a line that worker C{worker} wrote: its log events (on standard
+        output, as L{socksrelay.worker.encodeEvent} writes them) keep their
+        text, level, namespace, time and plain-valued fields, and get C{worker} and
         C{workerPID} fields and the worker's number in front of their text;
         any other line is logged as it is.
         """
         line = raw.decode("utf-8", "replace").rstrip("\r")
         if childFD == 1 and line.startswith("\x1e"):
             try:
-                event = eventFromJSON(line[1:])
+                event = json.loads(line[1:])
             except ValueError:
                 event = None
-            if isinstance(event, dict):
-                message = formatEvent(event)
-                event.pop("log_flattened", None)
+            if isinstance(event, dict) and "log_text" in event:
+                try:
+                    level = LogLevel.levelWithName(str(event.get("log_level")))
+                except InvalidLogLevelError:
+                    level = LogLevel.info
+                if not isinstance(event.get("log_time"), (int, float)):
+                    event["log_time"] = self.reactor.seconds()
                 event.update(
+                    log_level=level,
                     log_format="worker {worker}: {workerMessage}",
                     worker=worker.index,
                     workerPID=worker.pid,
-                    workerMessage=message,
+                    workerMessage=event.pop("log_text"),
                 )
                 self._log.observer(event)
                 return

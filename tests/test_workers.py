@@ -32,7 +32,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError as Refused
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import LogLevel, eventAsJSON, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -46,6 +46,7 @@ from socksrelay.control import (
 )
 from socksrelay.metrics import Metrics
 from socksrelay.session import Session
+from socksrelay.worker import encodeEvent
 from socksrelay.workers import (
     KILL_MARGIN,
     Backoff,
@@ -856,9 +857,10 @@ class SupervisorTests(SynchronousTestCase):
 
     def test_workerLog(self) -> None:
         """
-        A worker's JSON log events are logged again with its number in front
-        and in a C{worker} field, their fields and level kept; other output
-        is logged as it is.
+        A worker's log events (as L{encodeEvent} writes them) are logged
+        again with its number in front and in a C{worker} field, their
+        plain-valued fields, level and namespace kept, a traceback in the
+        text; other output is logged as it is.
         """
         protocol = self.spawned[1][0]
         event = {
@@ -869,19 +871,34 @@ class SupervisorTests(SynchronousTestCase):
             "log_namespace": "socksrelay.session.Session",
             "log_time": 1.0,
         }
-        line = ("\x1e" + eventAsJSON(event) + "\n").encode()
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            failed = {
+                "log_format": "relay failed",
+                "log_failure": Failure(),
+                "log_level": LogLevel.critical,
+                "log_namespace": "socksrelay.splicing",
+                "log_time": 2.0,
+            }
+        line = encodeEvent(event).encode()
         protocol.childDataReceived(1, line[:10])
         protocol.childDataReceived(1, line[10:] + b"plain text\n")
         protocol.childDataReceived(2, b"Fatal Python error\n")
+        protocol.childDataReceived(1, encodeEvent(failed).encode())
         relayed = [e for e in self.log if "workerPID" in e]
+        self.assertEqual(len(relayed), 4)
         self.assertEqual(
-            [formatEvent(e) for e in relayed],
+            [formatEvent(e) for e in relayed[:3]],
             [
                 "worker 1: session ended: protocol=socks5",
                 "worker 1: plain text",
                 "worker 1: Fatal Python error",
             ],
         )
+        self.assertTrue(formatEvent(relayed[3]).startswith("worker 1: relay failed\nTraceback"))
+        self.assertIn("ZeroDivisionError", formatEvent(relayed[3]))
+        self.assertEqual(relayed[3]["log_level"], LogLevel.critical)
         self.assertEqual(relayed[0]["sessionId"], 4)
         self.assertEqual(relayed[0]["log_level"], LogLevel.info)
         self.assertEqual(relayed[0]["log_namespace"], "socksrelay.session.Session")
