@@ -1,670 +1,346 @@
 #!/usr/bin/env python3
 """Side-by-side SOCKS5 benchmark: socksrelay vs Dante, microsocks, pproxy, direct.
 
-First version (issue 9). Loopback only; every loop is bounded in count and
-time; only processes this script starts are stopped, by PID, in finally.
+Issue 9. One command starts its own loopback targets (sink, source, TCP echo,
+UDP echo) and the proxies (installing missing ones), then measures them side
+by side, interleaved per measure:
 
-    /tmp/venv/bin/python bench/run.py            # quick run
-    /tmp/venv/bin/python bench/run.py --full     # 512 MiB, 2000 idle tunnels
+    .venv/bin/python bench/run.py              # the issue's sizes: 512 MiB, 2000 tunnels
+    .venv/bin/python bench/run.py --quick      # 256 MiB, 500 tunnels
+    .venv/bin/python bench/run.py --smoke      # seconds; direct and socksrelay only
 
-Results: bench/results/latest.json and bench/results/latest.md.
+Loopback only; every loop is bounded in count and time; only processes this
+script starts are stopped, by PID, in a finally. Results: latest.json and
+latest.md in --out (default bench/results). See bench/README.rst.
 """
 
 import argparse
-import asyncio
+import importlib.metadata
 import json
 import os
-import re
 import resource
 import shutil
-import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
-LOOP = "127.0.0.1"
-CHUNK = 1 << 20
-PEERS = ["direct", "socksrelay", "dante", "microsocks", "pproxy"]
-IO_TIMEOUT = 60.0
+sys.path.insert(0, HERE)
+
+from socksbench import measures, report
+from socksbench.peers import AUTH, PEERS, START_SECONDS, Proxy, find_exe, install_missing
+from socksbench.util import host_user_cpu, pct, raise_nofile, time_wait_count, tree_cpu
+
+# Presets: --size MiB, --tunnels, --cps-seconds, --rtt-count, --udp-seconds, --peers
+PRESETS = {
+    "default": (512, 2000, 3.0, 5000, 3.0, ",".join(PEERS)),
+    "quick": (256, 500, 2.0, 3000, 2.0, ",".join(PEERS)),
+    # Enough idle tunnels (about 1 MB of RSS) that page-sized noise cannot
+    # make the per-tunnel figure zero or negative.
+    "smoke": (4, 200, 0.5, 300, 0.5, "direct,socksrelay"),
+}
+# Throughput runs: (streams, direction, result key)
+THROUGHPUT = [(1, "download", "download_mbs"), (1, "upload", "upload_mbs"),
+              (8, "download", "download8_mbs"), (8, "upload", "upload8_mbs"),
+              (64, "download", "download64_mbs"), (64, "upload", "upload64_mbs")]
 
 
-# ---------------------------------------------------------------- targets
-# The targets run in a child process (this script with --serve-targets) so
-# that they do not share the client's GIL.
-
-def _sink_conn(conn):
-    # Protocol: 8-byte length, then that many bytes; the sink answers with the
-    # 8-byte count it received (no half-close needed: some proxies lack it).
-    buf = bytearray(CHUNK)
-    total = 0
-    try:
-        conn.settimeout(IO_TIMEOUT)
-        (want,) = struct.unpack("!Q", recv_exact(conn, 8))
-        while total < want:
-            n = conn.recv_into(buf, min(CHUNK, want - total))
-            if not n:
-                break
-            total += n
-        conn.sendall(struct.pack("!Q", total))
-        conn.recv(1)
-    except (OSError, ConnectionError):
-        pass
-    finally:
-        conn.close()
+def say(msg):
+    print(msg, file=sys.stderr, flush=True)
 
 
-def _source_conn(conn):
-    data = memoryview(b"\0" * CHUNK)
-    try:
-        conn.settimeout(IO_TIMEOUT)
-        hdr = b""
-        while len(hdr) < 8:
-            part = conn.recv(8 - len(hdr))
-            if not part:
-                return
-            hdr += part
-        (left,) = struct.unpack("!Q", hdr)
-        while left > 0:
-            n = min(left, CHUNK)
-            conn.sendall(data[:n])
-            left -= n
-        conn.shutdown(socket.SHUT_WR)
-        conn.recv(1)
-    except OSError:
-        pass
-    finally:
-        conn.close()
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help="256 MiB each way, 500 idle tunnels, 2 s runs")
+    size.add_argument("--smoke", action="store_true",
+                      help="tiny (4 MiB, 20 tunnels, 0.5 s runs), peers direct,socksrelay; "
+                           "for the test suite")
+    size.add_argument("--full", action="store_true", help=argparse.SUPPRESS)  # the default now
+    ap.add_argument("--size", type=int, help="MiB moved each way per throughput run "
+                    "(default 512)")
+    ap.add_argument("--tunnels", type=int, help="idle tunnels (default 2000)")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (default 1, max 10)")
+    ap.add_argument("--cps-seconds", type=float, help="seconds per connections/s run (default 3)")
+    ap.add_argument("--cps-clients", type=int, default=32)
+    ap.add_argument("--cps-procs", type=int, default=1,
+                    help="client processes for connections/s (default 1; the 32 clients "
+                         "are split between them)")
+    ap.add_argument("--rtt-count", type=int, help="64-byte round trips (default 5000)")
+    ap.add_argument("--udp-seconds", type=float, help="seconds per UDP run (default 3)")
+    ap.add_argument("--peers", help="comma-separated subset of " + ",".join(PEERS))
+    ap.add_argument("--no-install", action="store_true",
+                    help="do not apt-get/pip install missing peers")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"),
+                    help="directory for latest.json and latest.md")
+    ap.add_argument("--serve-targets", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    preset = PRESETS["smoke" if a.smoke else "quick" if a.quick else "default"]
+    for name, value in zip(("size", "tunnels", "cps_seconds", "rtt_count", "udp_seconds",
+                            "peers"), preset):
+        if getattr(a, name) is None:
+            setattr(a, name, value)
+    a.rounds = max(1, min(a.rounds, 10))
+    a.size = max(1, min(a.size, 8192))
+    a.tunnels = max(1, min(a.tunnels, 10000))
+    a.cps_seconds = max(0.1, min(a.cps_seconds, 30.0))
+    a.cps_clients = max(1, min(a.cps_clients, 1024))
+    a.cps_procs = max(1, min(a.cps_procs, 8))
+    a.rtt_count = max(10, min(a.rtt_count, 100000))
+    a.udp_seconds = max(0.1, min(a.udp_seconds, 30.0))
+    return a
 
 
-def _accept_loop(lsock, handler):
-    while True:
-        conn, _ = lsock.accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=handler, args=(conn,), daemon=True).start()
-
-
-class _Echo(asyncio.Protocol):
-    def connection_made(self, transport):
-        self.t = transport
-        transport.get_extra_info("socket").setsockopt(
-            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data):
-        self.t.write(data)
-
-
-def serve_targets():
-    _raise_nofile()
-    socks = {}
-    for name in ("sink", "source"):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((LOOP, 0))
-        s.listen(512)
-        socks[name] = s
-    threading.Thread(target=_accept_loop, args=(socks["sink"], _sink_conn), daemon=True).start()
-    threading.Thread(target=_accept_loop, args=(socks["source"], _source_conn), daemon=True).start()
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        srv = await loop.create_server(_Echo, LOOP, 0, backlog=4096)
-        ports = {n: s.getsockname()[1] for n, s in socks.items()}
-        ports["echo"] = srv.sockets[0].getsockname()[1]
-        print(json.dumps(ports), flush=True)
-        # Exit when the parent closes our stdin (bounded by the parent's life).
-        await loop.run_in_executor(None, sys.stdin.read)
-
-    asyncio.run(main())
-
-
-# ---------------------------------------------------------------- helpers
-
-def _raise_nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, 65536)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind((LOOP, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, deadline):
-    while time.monotonic() < deadline:
+def versions():
+    """What was measured, for the JSON (best effort, bounded)."""
+    out = {"python": sys.version.split()[0]}
+    for dist in ("socksrelay", "twisted", "pproxy"):
         try:
-            socket.create_connection((LOOP, port), timeout=1).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def tree_pids(pid):
-    """pid and its descendants, from /proc."""
-    children = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    git = ["git", "--no-optional-locks", "-C", os.path.dirname(HERE)]
+    for name, cmd in (("dante", [find_exe("danted") or "danted", "-v"]),
+                      ("microsocks", ["dpkg-query", "-W", "-f", "${Version}", "microsocks"]),
+                      ("socksrelay-commit", git + ["rev-parse", "--short", "HEAD"]),
+                      ("socksrelay-uncommitted", git + ["status", "--porcelain", "--",
+                                                        "socksrelay"])):
         try:
-            with open("/proc/%s/stat" % d) as f:
-                st = f.read()
-            ppid = int(st[st.rindex(")") + 2:].split()[1])
-        except (OSError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
-    while todo and len(out) < 10000:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            text = (r.stdout or r.stderr).strip()
+            if r.returncode == 0 and name == "socksrelay-uncommitted":
+                out[name] = len(text.splitlines())  # files changed under socksrelay/
+            elif r.returncode == 0 and text:
+                out[name] = text.splitlines()[0][:80]
+        except (OSError, subprocess.TimeoutExpired):
+            pass
     return out
 
 
-def tree_rss(pid, field="VmRSS:", path="status"):
-    """RSS (or, with field="Pss:", path="smaps_rollup", PSS) summed over the tree."""
-    total = 0
-    for p in tree_pids(pid):
-        try:
-            with open("/proc/%d/%s" % (p, path)) as f:
-                for line in f:
-                    if line.startswith(field):
-                        total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
+class Bench:
+    """One run: the targets, the proxies, the raw figures per peer."""
 
-
-def tree_pss(pid):
-    return tree_rss(pid, "Pss:", "smaps_rollup")
-
-
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(pid):
-    """utime+stime (+ reaped children's) in seconds over the process tree."""
-    total = 0
-    for p in tree_pids(pid):
-        try:
-            with open("/proc/%d/stat" % p) as f:
-                st = f.read()
-            fields = st[st.rindex(")") + 2:].split()
-            total += sum(int(x) for x in fields[11:15])
-        except (OSError, ValueError):
-            pass
-    return total / CLK
-
-
-def recv_exact(sock, n):
-    buf = bytearray()
-    while len(buf) < n:
-        part = sock.recv(n - len(buf))
-        if not part:
-            raise ConnectionError("closed after %d of %d bytes" % (len(buf), n))
-        buf += part
-    return bytes(buf)
-
-
-def socks5_handshake(sock, port):
-    sock.sendall(b"\x05\x01\x00")
-    if recv_exact(sock, 2) != b"\x05\x00":
-        raise ConnectionError("greeting refused")
-    sock.sendall(b"\x05\x01\x00\x01" + socket.inet_aton(LOOP) + struct.pack("!H", port))
-    head = recv_exact(sock, 4)
-    if head[1] != 0:
-        raise ConnectionError("CONNECT reply %d" % head[1])
-    atyp = head[3]
-    if atyp == 1:
-        recv_exact(sock, 6)
-    elif atyp == 4:
-        recv_exact(sock, 18)
-    else:
-        recv_exact(sock, recv_exact(sock, 1)[0] + 2)
-
-
-def open_tunnel(proxy_port, port, timeout=IO_TIMEOUT):
-    if proxy_port is None:
-        s = socket.create_connection((LOOP, port), timeout=timeout)
-    else:
-        s = socket.create_connection((LOOP, proxy_port), timeout=timeout)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        socks5_handshake(s, port)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
-
-
-def pct(values, p):
-    if not values:
-        return None
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
-
-
-# ---------------------------------------------------------------- proxies
-
-class Proxy:
-    def __init__(self, name, workdir):
-        self.name = name
+    def __init__(self, a, workdir):
+        self.a = a
         self.workdir = workdir
-        self.proc = None
-        self.port = None
-        self.error = None
-        self.seen = set()
-        self.log = None
+        self.wanted = [p for p in PEERS if p in a.peers.split(",")]
+        self.results = {p: {} for p in self.wanted}
+        self.raw = {p: {} for p in self.wanted}
+        self.proxies = {}  # peer -> Proxy without auth
+        self.auth_proxies = {}  # peer -> Proxy with RFC 1929 auth
+        self.cpu = {}
+        self.relayed = {}
+        self.t = None
+        self.drained = 0.0  # seconds spent waiting for TIME_WAIT to drain
+        self.client_cpu = {}  # peer -> measure -> [client CPU share of one core]
+        self.quiet_seconds = 0.0  # seconds spent waiting for idle peers
+        self.targets_pid = None
+        self.foreign_cpu = None  # other processes' user CPU share during the run
 
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
+    # -- setup
 
-    def _spawn(self, argv):
-        self.log = open(os.path.join(self.workdir, self.name + ".log"), "wb")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.workdir)
-
-    def start(self):
-        deadline = time.monotonic() + 20
-        try:
-            if self.name == "socksrelay":
-                twistd = os.path.join(VENV_BIN, "twistd")
-                self._spawn([twistd, "-n", "--pidfile=", "socks5",
-                             "--port", "tcp:0:interface=" + LOOP])
-                pat = re.compile(rb"listening on 127\.0\.0\.1 port (\d+)")
-                while time.monotonic() < deadline and self.port is None:
-                    if self.proc.poll() is not None:
-                        raise RuntimeError("twistd exited %s" % self.proc.returncode)
-                    with open(self.log.name, "rb") as f:
-                        m = pat.search(f.read())
-                    if m:
-                        self.port = int(m.group(1))
-                    else:
-                        time.sleep(0.05)
-            elif self.name == "dante":
-                exe = shutil.which("danted") or "/usr/sbin/danted"
-                if not os.path.exists(exe):
-                    raise RuntimeError("danted not installed")
-                self.port = free_port()
-                conf = os.path.join(self.workdir, "danted.conf")
-                with open(conf, "w") as f:
-                    f.write(DANTE_CONF % {"port": self.port,
-                                          "log": os.path.join(self.workdir, "danted.out")})
-                self._spawn([exe, "-f", conf])
-            elif self.name == "microsocks":
-                exe = shutil.which("microsocks") or "/usr/bin/microsocks"
-                if not os.path.exists(exe):
-                    raise RuntimeError("microsocks not installed")
-                self.port = free_port()
-                self._spawn([exe, "-i", LOOP, "-p", str(self.port)])
-            elif self.name == "pproxy":
-                exe = os.path.join(VENV_BIN, "pproxy")
-                if not os.path.exists(exe):
-                    raise RuntimeError("pproxy not installed")
-                self.port = free_port()
-                self._spawn([exe, "-l", "socks5://%s:%d" % (LOOP, self.port)])
-            if self.port is None or not wait_port(self.port, deadline):
-                raise RuntimeError("did not listen within 20 s")
-            if self.proc.poll() is not None:
-                raise RuntimeError("exited %s" % self.proc.returncode)
-        except Exception as e:
-            self.error = str(e)
-            self.stop()
-
-    def remember_children(self):
-        if self.proc and self.proc.poll() is None:
-            self.seen.update(tree_pids(self.proc.pid))
-
-    def stop(self):
-        if self.proc is None:
-            return
-        self.remember_children()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        # Descendants we saw (Dante's children), only if still its children-era
-        # processes of the same name: signal by PID.
-        for p in self.seen - {self.proc.pid}:
-            try:
-                with open("/proc/%d/stat" % p) as f:
-                    st = f.read()
-                ppid = int(st[st.rindex(")") + 2:].split()[1])
-                if ppid in self.seen or ppid == 1:
-                    os.kill(p, signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
-        if self.log:
-            self.log.close()
-
-
-DANTE_CONF = """\
-logoutput: %(log)s
-internal: 127.0.0.1 port = %(port)d
-external: 127.0.0.1
-socksmethod: none
-clientmethod: none
-user.privileged: root
-user.unprivileged: nobody
-client pass {
-    from: 127.0.0.0/8 to: 0.0.0.0/0
-}
-socks pass {
-    from: 127.0.0.0/8 to: 127.0.0.0/8
-    command: connect
-}
-"""
-
-
-# ---------------------------------------------------------------- measures
-
-def m_download(pport, t, size):
-    s = open_tunnel(pport, t["source"])
-    try:
-        buf = bytearray(CHUNK)
-        t0 = time.perf_counter()
-        s.sendall(struct.pack("!Q", size))
-        got = 0
-        while got < size:
-            n = s.recv_into(buf)
-            if not n:
-                raise ConnectionError("download short: %d of %d" % (got, size))
-            got += n
-        dt = time.perf_counter() - t0
-    finally:
-        s.close()
-    return size / dt / 1e6
-
-
-def m_upload(pport, t, size):
-    s = open_tunnel(pport, t["sink"])
-    try:
-        data = memoryview(b"\0" * CHUNK)
-        t0 = time.perf_counter()
-        s.sendall(struct.pack("!Q", size))
-        left = size
-        while left > 0:
-            n = min(left, CHUNK)
-            s.sendall(data[:n])
-            left -= n
-        (got,) = struct.unpack("!Q", recv_exact(s, 8))
-        dt = time.perf_counter() - t0
-        if got != size:
-            raise ConnectionError("sink got %d of %d" % (got, size))
-    finally:
-        s.close()
-    return size / dt / 1e6
-
-
-def m_rtt(pport, t, count):
-    s = open_tunnel(pport, t["echo"])
-    try:
-        msg = b"x" * 64
-        lat = []
-        for _ in range(count):
-            t0 = time.perf_counter()
-            s.sendall(msg)
-            recv_exact(s, 64)
-            lat.append(time.perf_counter() - t0)
-    finally:
-        s.close()
-    return {"p50_us": pct(lat, 50) * 1e6, "p99_us": pct(lat, 99) * 1e6}
-
-
-async def _areadexactly(r, n):
-    return await r.readexactly(n)
-
-
-def m_cps(pport, t, clients, duration):
-    async def one(stop_at, hs, counts):
-        while time.monotonic() < stop_at:
-            t0 = time.perf_counter()
-            try:
-                r, w = await asyncio.wait_for(asyncio.open_connection(
-                    LOOP, pport if pport else t["echo"]), 10)
-                try:
-                    if pport:
-                        w.write(b"\x05\x01\x00")
-                        if await asyncio.wait_for(r.readexactly(2), 10) != b"\x05\x00":
-                            raise ConnectionError("greeting")
-                        w.write(b"\x05\x01\x00\x01" + socket.inet_aton(LOOP)
-                                + struct.pack("!H", t["echo"]))
-                        head = await asyncio.wait_for(r.readexactly(4), 10)
-                        if head[1] != 0:
-                            raise ConnectionError("reply %d" % head[1])
-                        await asyncio.wait_for(
-                            r.readexactly(6 if head[3] == 1 else 18), 10)
-                    hs.append(time.perf_counter() - t0)
-                    w.write(b"ping")
-                    await asyncio.wait_for(r.readexactly(4), 10)
-                    counts[0] += 1
-                finally:
-                    w.close()
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError,
-                    ConnectionError):
-                counts[1] += 1
-                await asyncio.sleep(0.01)
-
-    async def main():
-        hs, counts = [], [0, 0]
-        stop_at = time.monotonic() + duration
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(stop_at, hs, counts) for _ in range(clients)))
-        dt = time.perf_counter() - t0
-        return {"cps": counts[0] / dt, "errors": counts[1],
-                "hs_p50_us": pct(hs, 50) * 1e6 if hs else None,
-                "hs_p99_us": pct(hs, 99) * 1e6 if hs else None}
-
-    return asyncio.run(main())
-
-
-def m_idle_memory(proxy, t, n):
-    if proxy is None:
-        return None
-    before = tree_rss(proxy.pid)
-    before_pss = tree_pss(proxy.pid)
-    socks = []
-    deadline = time.monotonic() + 120
-    try:
-        for _ in range(n):
-            if time.monotonic() > deadline:
-                break
-            socks.append(open_tunnel(proxy.port, t["echo"], timeout=10))
-        # one byte through each, so each tunnel is fully relayed, then idle
-        for s in socks:
-            s.sendall(b"x")
-        for s in socks:
-            recv_exact(s, 1)
-        proxy.remember_children()
-        time.sleep(1.0)
-        after = tree_rss(proxy.pid)
-        after_pss = tree_pss(proxy.pid)
-        procs = len(tree_pids(proxy.pid))
-    finally:
-        for s in socks:
-            s.close()
-    return {"tunnels": len(socks), "rss_before": before, "rss_after": after,
-            "bytes_per_tunnel": (after - before) / max(1, len(socks)),
-            "pss_before": before_pss, "pss_after": after_pss,
-            "pss_bytes_per_tunnel": (after_pss - before_pss) / max(1, len(socks)),
-            "processes": procs}
-
-
-# ---------------------------------------------------------------- report
-
-def fmt(v, kind):
-    if isinstance(v, str):
-        return v
-    if v is None:
-        return "-"
-    if kind == "mbs":
-        return "%.0f" % v
-    if kind == "us":
-        return "%.0f" % v
-    if kind == "kib":
-        return "%.1f" % (v / 1024.0)
-    if kind == "cps":
-        return "%.0f" % v
-    if kind == "cpu":
-        return "%.2f" % v
-    return str(v)
-
-
-ROWS = [
-    ("download MB/s (1 stream)", "download_mbs", "mbs", True),
-    ("upload MB/s (1 stream)", "upload_mbs", "mbs", True),
-    ("connections/s (32 clients)", "cps", "cps", True),
-    ("handshake p50 µs", "hs_p50_us", "us", False),
-    ("handshake p99 µs", "hs_p99_us", "us", False),
-    ("64 B round trip p50 µs", "rtt_p50_us", "us", False),
-    ("64 B round trip p99 µs", "rtt_p99_us", "us", False),
-    ("idle tunnel KiB (RSS summed over processes)", "idle_bytes", "kib", False),
-    ("idle tunnel KiB (PSS summed over processes)", "idle_pss_bytes", "kib", False),
-    ("proxy CPU s per GB relayed", "cpu_s_per_gb", "cpu", False),
-]
-
-
-def markdown(results, meta):
-    cols = PEERS
-    lines = ["| measure | " + " | ".join(cols) + " | socksrelay/dante |",
-             "|---" * (len(cols) + 2) + "|"]
-    for label, key, kind, _ in ROWS:
-        cells = []
-        for c in cols:
-            r = results[c]
-            if "error" in r:
-                cells.append("n/a (%s)" % r["error"])
-            else:
-                cells.append(fmt(r.get(key), kind))
-        a, b = results["socksrelay"].get(key), results["dante"].get(key)
-        ratio = ("%.2f×" % (a / b)) if isinstance(a, (int, float)) and \
-            isinstance(b, (int, float)) and b else "-"
-        lines.append("| %s | %s | %s |" % (label, " | ".join(cells), ratio))
-    lines.append("")
-    lines.append("%s; %d MiB each way; %d idle tunnels; %d-core %s; rounds %d (best for "
-                 "throughput/cps, median of round medians for latencies)." % (
-                     meta["date"], meta["size_mib"], meta["tunnels"], meta["cpus"],
-                     meta["machine"], meta["rounds"]))
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------- main
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=256, help="MiB each way (default 256)")
-    ap.add_argument("--tunnels", type=int, default=500, help="idle tunnels (default 500)")
-    ap.add_argument("--full", action="store_true",
-                    help="the issue's sizes: --size 512 --tunnels 2000")
-    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (default 1)")
-    ap.add_argument("--cps-seconds", type=float, default=3.0)
-    ap.add_argument("--cps-clients", type=int, default=32)
-    ap.add_argument("--rtt-count", type=int, default=5000)
-    ap.add_argument("--peers", default=",".join(PEERS),
-                    help="comma-separated subset of " + ",".join(PEERS))
-    ap.add_argument("--out", default=os.path.join(HERE, "results"))
-    ap.add_argument("--serve-targets", action="store_true", help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.serve_targets:
-        return serve_targets()
-    if a.full:
-        a.size, a.tunnels = max(a.size, 512), max(a.tunnels, 2000)
-    a.rounds = max(1, min(a.rounds, 10))
-    a.cps_seconds = min(a.cps_seconds, 30.0)
-    a.rtt_count = min(a.rtt_count, 100000)
-    a.tunnels = min(a.tunnels, 10000)
-    size = a.size << 20
-    wanted = [p for p in a.peers.split(",") if p in PEERS]
-    _raise_nofile()
-
-    workdir = tempfile.mkdtemp(prefix="socksbench-")
-    targets_proc = None
-    proxies = {}
-    results = {p: {} for p in PEERS}
-    for p in PEERS:
-        if p not in wanted:
-            results[p]["error"] = "not selected"
-    raw = {p: {} for p in PEERS}
-    try:
-        targets_proc = subprocess.Popen([sys.executable, os.path.abspath(__file__),
-                                         "--serve-targets"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        t = json.loads(targets_proc.stdout.readline())
-        for name in wanted:
+    def start_peers(self):
+        started = []
+        for name in self.wanted:
             if name == "direct":
                 continue
-            px = Proxy(name, workdir)
-            px.start()
+            for auth in (None, AUTH):
+                px = Proxy(name, self.workdir, auth)
+                px.spawn()
+                started.append(px)
+        deadline = time.monotonic() + START_SECONDS
+        for px in started:
+            px.ready(deadline)
             if px.error:
-                results[name]["error"] = px.error
-                print("%s: n/a (%s)" % (name, px.error), file=sys.stderr)
+                say("%s: n/a (%s)" % (px.key, px.error))
             else:
-                proxies[name] = px
-                print("%s: pid %d port %d" % (name, px.pid, px.port), file=sys.stderr)
-        live = [p for p in wanted if p == "direct" or p in proxies]
+                say("%s: pid %d port %d, %d process(es)" % (px.key, px.pid, px.port,
+                                                             px.processes))
+            if px.auth:
+                self.auth_proxies[px.name] = px
+            else:
+                self.proxies[px.name] = px
+                if px.error:
+                    self.results[px.name]["error"] = px.error
+        self.live = [p for p in self.wanted if p == "direct" or p in self.proxies
+                     and not self.proxies[p].error]
 
-        def run(name, label, fn):
-            """Run one measure for one peer, recording a failure as the cell."""
-            if "error" in results[name]:
-                return None
-            try:
-                return fn()
-            except Exception as e:
-                print("%s %s failed: %s" % (name, label, e), file=sys.stderr)
-                raw[name].setdefault("failures", []).append("%s: %s" % (label, e))
-                return None
+    def port_of(self, name, auth=False):
+        if name == "direct":
+            return None
+        return (self.auth_proxies if auth else self.proxies)[name].port
 
-        def port_of(name):
-            return None if name == "direct" else proxies[name].port
+    def order(self, rnd):
+        """The live peers, rotated by round so no peer always runs first."""
+        k = rnd % len(self.live)
+        return self.live[k:] + self.live[:k]
 
-        # Idle memory first, while each proxy is fresh (allocator pools not yet
-        # grown by the other measures).
-        for name in live:
+    def run(self, name, label, fn, *args):
+        """
+        fn(*args): one measure for one peer; a failure is recorded, and is
+        the cell. Also records the client's CPU use during the run, as a
+        share of one core (all its threads), to show whether it could have
+        been the bottleneck.
+        """
+        r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        try:
+            return fn(*args)
+        except Exception as e:
+            reason = str(e) or type(e).__name__
+            say("%s %s failed: %s" % (name, label, reason))
+            self.raw[name].setdefault("failures", {})[label] = reason
+            return None
+        finally:
+            r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            share = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / max(w1 - w0, 1e-6)
+            self.client_cpu.setdefault(name, {}).setdefault(label, []).append(round(share, 2))
+
+    # -- measures
+
+    def idle_memory(self):
+        # First, while each proxy is fresh (allocator pools not yet grown by
+        # the other measures).
+        for name in self.live:
             if name == "direct":
                 continue
-            m = run(name, "idle memory", lambda: m_idle_memory(proxies[name], t, a.tunnels))
-            raw[name]["idle_memory"] = m
-            print("%s: idle %s" % (name, m), file=sys.stderr)
+            m = self.run(name, "idle_bytes", measures.m_idle_memory, self.proxies[name],
+                         self.t, self.a.tunnels)
+            self.raw[name]["idle_memory"] = m
+            say("%s: idle %s" % (name, m))
             time.sleep(0.5)
 
-        cpu_used = {p: 0.0 for p in live}
-        bytes_relayed = {p: 0 for p in live}
-        for rnd in range(a.rounds):
-            for name in live:  # throughput, interleaved
-                px = proxies.get(name)
-                c0 = tree_cpu(px.pid) if px else 0
+    def quiet(self, max_wait=5.0, window=0.25, idle=0.05):
+        """
+        Wait (at most max_wait s) until the proxies and the targets are idle:
+        together under `idle` of a core over `window` s. So no run shares the
+        CPU with another peer still closing the previous run's connections.
+        """
+        pids = [px.pid for px in self.proxies.values() if px.proc and not px.error]
+        pids += [px.pid for px in self.auth_proxies.values() if px.proc and not px.error]
+        pids.append(self.targets_pid)
+        t0 = time.monotonic()
+        for _ in range(int(max_wait / window) + 1):
+            c0 = sum(tree_cpu(p) for p in pids)
+            time.sleep(window)
+            if sum(tree_cpu(p) for p in pids) - c0 <= idle * window:
+                break
+            if time.monotonic() - t0 > max_wait:
+                break
+        self.quiet_seconds += time.monotonic() - t0
+
+    def warmup(self, size=32 << 20):
+        """One unmeasured download and upload per peer before the first round."""
+        for name in self.live:
+            for direction in ("download", "upload"):
+                try:
+                    measures.m_throughput(self.port_of(name), self.t, min(size, self.a.size << 20),
+                                          1, direction)
+                except Exception as e:
+                    say("%s warm-up %s failed: %s" % (name, direction, e))
+
+    def throughput(self, rnd):
+        size = self.a.size << 20
+        for streams, direction, key in THROUGHPUT:
+            for name in self.order(rnd):
+                px = self.proxies.get(name)
                 if px:
                     px.remember_children()
-                d = run(name, "download", lambda: m_download(port_of(name), t, size))
-                u = run(name, "upload", lambda: m_upload(port_of(name), t, size))
+                    c0 = tree_cpu(px.pid)
+                v = self.run(name, key, measures.m_throughput, self.port_of(name), self.t,
+                             size, streams, direction)
                 if px:
-                    cpu_used[name] += tree_cpu(px.pid) - c0
-                    bytes_relayed[name] += size * ((d is not None) + (u is not None))
-                raw[name].setdefault("download_mbs", []).append(d)
-                raw[name].setdefault("upload_mbs", []).append(u)
-                print("round %d %s: down %s up %s MB/s" % (rnd, name, fmt(d, "mbs"),
-                                                           fmt(u, "mbs")), file=sys.stderr)
-            for name in live:
-                c = run(name, "cps", lambda: m_cps(port_of(name), t, a.cps_clients,
-                                                   a.cps_seconds))
-                raw[name].setdefault("cps", []).append(c)
-                print("round %d %s: cps %s" % (rnd, name, c), file=sys.stderr)
-            for name in live:
-                r = run(name, "rtt", lambda: m_rtt(port_of(name), t, a.rtt_count))
-                raw[name].setdefault("rtt", []).append(r)
-                print("round %d %s: rtt %s" % (rnd, name, r), file=sys.stderr)
+                    self.cpu[name] = self.cpu.get(name, 0.0) + tree_cpu(px.pid) - c0
+                    self.relayed[name] = self.relayed.get(name, 0) + (size if v else 0)
+                self.raw[name].setdefault(key, []).append(v)
+                say("round %d %s: %s %s MB/s" % (rnd, name, key,
+                                                 report.fmt(v, "mbs")))
+
+    def cps(self, rnd, auth):
+        key = "cps_auth" if auth else "cps"
+        for name in self.order(rnd):
+            if auth and name != "direct":
+                px = self.auth_proxies.get(name)
+                if px is None or px.error:
+                    continue
+            elif auth:
+                continue
+            self.drain()
+            self.quiet()
+            c = self.run(name, key, measures.m_cps, self.port_of(name, auth), self.t,
+                         self.a.cps_clients, self.a.cps_seconds, AUTH if auth else None,
+                         self.a.cps_procs)
+            self.raw[name].setdefault(key, []).append(c)
+            say("round %d %s: %s %s" % (rnd, name, key, c))
+        self.drain()  # before the next measure, too
+
+    def cps_plain(self, rnd):
+        self.cps(rnd, auth=False)
+
+    def cps_auth(self, rnd):
+        self.cps(rnd, auth=True)
+
+    def drain(self, limit=3000, max_wait=65.0):
+        """
+        Before each connections/s run: wait (at most max_wait s) until the
+        TIME_WAIT sockets of proxies that bind() their outbound sockets
+        (Dante) are below limit. Those hold their ports against connect() from
+        any address for 60 s; after a Dante run they take most of the
+        ephemeral range, and the next peer's client would get EADDRNOTAVAIL.
+        """
+        addrs = {px.bind_addr for px in self.proxies.values() if px.bind_addr and not px.error}
+        t0 = time.monotonic()
+        for _ in range(int(max_wait) + 1):
+            n = sum(time_wait_count(a) for a in addrs)
+            if n <= limit or time.monotonic() - t0 > max_wait:
+                break
+            time.sleep(1.0)
+        if time.monotonic() - t0 > 1:
+            say("waited %.0f s for TIME_WAIT on %s to drain (%d left)" % (
+                time.monotonic() - t0, ",".join(sorted(addrs)), n))
+        self.drained += time.monotonic() - t0
+
+    def rtt(self, rnd, chunks=5):
+        """Round trips, in chunks interleaved across the peers, merged."""
+        lat = {}
+        for _ in range(chunks):
+            for name in self.order(rnd):
+                if lat.get(name, []) is None:
+                    continue  # failed in an earlier chunk
+                r = self.run(name, "rtt", measures.m_rtt, self.port_of(name), self.t,
+                             max(1, self.a.rtt_count // chunks))
+                lat[name] = None if r is None else lat.get(name, []) + r
+        for name in self.order(rnd):
+            xs = lat.get(name)
+            r = {"p50_us": pct(xs, 50) * 1e6, "p99_us": pct(xs, 99) * 1e6,
+                 "count": len(xs)} if xs else None
+            self.raw[name].setdefault("rtt", []).append(r)
+            say("round %d %s: rtt %s" % (rnd, name, r))
+
+    def udp(self, rnd, chunks=3):
+        """UDP echo, in chunks interleaved across the peers, summed."""
+        runs = {}
+        for _ in range(chunks):
+            for name in self.order(rnd):
+                if runs.get(name, []) is None:
+                    continue
+                u = self.run(name, "udp_dps", measures.m_udp, self.port_of(name), self.t,
+                             self.a.udp_seconds / chunks)
+                runs[name] = None if u is None else runs.get(name, []) + [u]
+        for name in self.order(rnd):
+            us = runs.get(name)
+            u = None
+            if us:
+                u = {k: sum(x[k] for x in us) for k in ("seconds", "sent", "received", "lost")}
+                u["dps"] = u["received"] / u["seconds"]
+            self.raw[name].setdefault("udp", []).append(u)
+            say("round %d %s: udp %s" % (rnd, name, u))
+
+    # -- results
+
+    def summarise(self):
         def best(xs):
             xs = [x for x in xs if x is not None]
             return max(xs) if xs else None
@@ -673,49 +349,124 @@ def main():
             xs = sorted(x for x in xs if x is not None)
             return xs[len(xs) // 2] if xs else None
 
-        for name in live:
-            r, w = raw[name], results[name]
-            w["download_mbs"] = best(r.get("download_mbs", []))
-            w["upload_mbs"] = best(r.get("upload_mbs", []))
-            cps = [c for c in r.get("cps", []) if c]
-            w["cps"] = best([c["cps"] for c in cps])
-            w["hs_p50_us"] = med([c["hs_p50_us"] for c in cps])
-            w["hs_p99_us"] = med([c["hs_p99_us"] for c in cps])
+        for name in self.wanted:
+            r, w = self.raw[name], self.results[name]
+            if "error" in w:
+                for _, key, _, _, _ in report.ROWS:
+                    w[key] = "n/a (%s)" % w["error"]
+                continue
+            for _, _, key in THROUGHPUT:
+                w[key] = best(r.get(key, []))
+            for key, pre in (("cps", "hs_"), ("cps_auth", "hs_auth_")):
+                runs = [c for c in r.get(key, []) if c]
+                w[key] = best([c["cps"] for c in runs])
+                w[pre + "p50_us"] = med([c["hs_p50_us"] for c in runs])
+                w[pre + "p99_us"] = med([c["hs_p99_us"] for c in runs])
             rtt = [x for x in r.get("rtt", []) if x]
             w["rtt_p50_us"] = med([x["p50_us"] for x in rtt])
             w["rtt_p99_us"] = med([x["p99_us"] for x in rtt])
+            udp = [x for x in r.get("udp", []) if x]
+            w["udp_dps"] = best([x["dps"] for x in udp])
+            w["udp_lost"] = sum(x["lost"] for x in udp) if udp else None
             if name == "direct":
-                w["idle_bytes"] = w["idle_pss_bytes"] = "n/a (no proxy)"
-                w["cpu_s_per_gb"] = "n/a (no proxy)"
+                for key in ("idle_bytes", "idle_pss_bytes", "cpu_s_per_gb", "cps_auth",
+                            "hs_auth_p50_us", "hs_auth_p99_us"):
+                    w[key] = report.NA_DIRECT
             else:
                 m = r.get("idle_memory")
                 w["idle_bytes"] = m["bytes_per_tunnel"] if m else None
                 w["idle_pss_bytes"] = m["pss_bytes_per_tunnel"] if m else None
-                w["cpu_s_per_gb"] = (cpu_used[name] / (bytes_relayed[name] / 1e9)
-                                     if bytes_relayed[name] else None)
-            if r.get("failures"):
-                w["failures"] = r["failures"]
+                gb = self.relayed.get(name, 0) / 1e9
+                w["cpu_s_per_gb"] = self.cpu[name] / gb if gb else None
+                apx = self.auth_proxies.get(name)
+                if apx is not None and apx.error:
+                    for key in ("cps_auth", "hs_auth_p50_us", "hs_auth_p99_us"):
+                        w[key] = "n/a (%s)" % apx.error
+            if self.client_cpu.get(name):
+                w["client_cpu"] = {k: max(v) for k, v in self.client_cpu[name].items()}
+            # A measure that failed shows its reason.
+            for label, reason in r.get("failures", {}).items():
+                keys = {"rtt": ("rtt_p50_us", "rtt_p99_us"), "udp_dps": ("udp_dps", "udp_lost"),
+                        "idle_bytes": ("idle_bytes", "idle_pss_bytes"),
+                        "cps": ("cps", "hs_p50_us", "hs_p99_us"),
+                        "cps_auth": ("cps_auth", "hs_auth_p50_us", "hs_auth_p99_us")}
+                for key in keys.get(label, (label,)):
+                    if w.get(key) is None:
+                        w[key] = "n/a (%s)" % reason
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    if a.serve_targets:
+        from socksbench.targets import serve_targets
+        return serve_targets()
+    started = time.monotonic()
+    unknown = [p for p in a.peers.split(",") if p not in PEERS]
+    if unknown:
+        say("unknown peers: %s (known: %s)" % (",".join(unknown), ",".join(PEERS)))
+        return 2
+    raise_nofile()
+    if not a.no_install:
+        install_missing(a.peers.split(","), say)
+
+    workdir = tempfile.mkdtemp(prefix="socksbench-")
+    b = Bench(a, workdir)
+    targets = None
+    try:
+        targets = subprocess.Popen([sys.executable, os.path.abspath(__file__),
+                                    "--serve-targets"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        b.t = json.loads(targets.stdout.readline())
+        b.targets_pid = targets.pid
+        host0, ours0, wall0 = host_user_cpu(), tree_cpu(os.getpid(), True), time.monotonic()
+        b.start_peers()
+        b.idle_memory()
+        b.quiet()
+        b.warmup()
+        for rnd in range(a.rounds):
+            # Connection rates last: they leave the kernel busy with
+            # hundreds of thousands of TIME_WAIT sockets for a minute.
+            for measure in (b.throughput, b.rtt, b.udp, b.cps_plain, b.cps_auth):
+                b.quiet()
+                measure(rnd)
+        b.summarise()
+        host1, ours1 = host_user_cpu(), tree_cpu(os.getpid(), True)
+        if host0 is not None and host1 is not None:
+            # Other processes' user time: a busy neighbour skews every figure.
+            b.foreign_cpu = max(0.0, (host1 - host0) - (ours1 - ours0)) / (
+                (time.monotonic() - wall0) * (os.cpu_count() or 1))
     finally:
-        for px in proxies.values():
+        for px in list(b.proxies.values()) + list(b.auth_proxies.values()):
             px.stop()
-        if targets_proc:
+        if targets:
             try:
-                targets_proc.stdin.close()
-                targets_proc.wait(5)
+                targets.stdin.close()
+                targets.wait(5)
             except Exception:
-                targets_proc.kill()
-                targets_proc.wait(5)
+                targets.kill()
+                targets.wait(5)
         shutil.rmtree(workdir, ignore_errors=True)
 
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "preset": "smoke" if a.smoke else "quick" if a.quick else "default",
             "size_mib": a.size, "tunnels": a.tunnels, "rounds": a.rounds,
             "cps_seconds": a.cps_seconds, "cps_clients": a.cps_clients,
-            "rtt_count": a.rtt_count, "cpus": os.cpu_count(),
-            "machine": os.uname().machine, "python": sys.version.split()[0]}
-    md = markdown(results, meta)
+            "cps_procs": a.cps_procs, "rtt_count": a.rtt_count,
+            "udp_seconds": a.udp_seconds, "udp_window": 32, "udp_payload": 64,
+            "cpus": os.cpu_count(), "machine": os.uname().machine,
+            "peers": b.wanted, "versions": versions(),
+            "time_wait_drain_seconds": round(b.drained, 1),
+            "quiet_wait_seconds": round(b.quiet_seconds, 1),
+            "other_processes_user_cpu": (round(b.foreign_cpu, 3)
+                                         if b.foreign_cpu is not None else None),
+            "processes": {n: px.processes for n, px in b.proxies.items() if px.processes}}
+    meta["headroom"] = report.headroom(b.results)
+    meta["wall_seconds"] = time.monotonic() - started
+    md = report.markdown(b.results, meta, b.wanted)
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "latest.json"), "w") as f:
-        json.dump({"meta": meta, "results": results, "raw": raw}, f, indent=2, default=str)
+        json.dump({"meta": meta, "results": b.results, "raw": b.raw}, f, indent=2,
+                  default=str)
     with open(os.path.join(a.out, "latest.md"), "w") as f:
         f.write(md)
     print(md)
