@@ -182,20 +182,76 @@ class _Direction:
         self.closeSink = False
 
     def openPipe(self) -> None:
-        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.r, self.w = PIPES.take()
+
+    def closePipe(self) -> None:
+        """
+        Let go of the pipe: lent back when empty, closed (its bytes with
+        it) when not.
+        """
+        if self.r >= 0:
+            if self.pending:
+                os.close(self.r)
+                os.close(self.w)
+            else:
+                PIPES.give(self.r, self.w)
+        self.r = self.w = -1
+        self.pending = 0
+
+
+class PipePool:
+    """
+    Pipes lent to spliced directions only while bytes are in them: a
+    direction takes one to read into and gives it back once it has written
+    everything out.  So a relay that is idle, or whose bytes flow straight
+    through, holds no pipe; only directions whose sink is full do.  This
+    keeps file descriptors and the kernel's per-user pipe allowance
+    (C{fs.pipe-user-pages-soft}, which counts a pipe's whole size) for
+    relays that need them.
+
+    Up to L{keep} empty pipes wait for the next taker while any splicer is
+    alive; when the last one ends they are closed.
+    """
+
+    keep = 16
+
+    def __init__(self) -> None:
+        self.idle: list[tuple[int, int]] = []
+        self.users = 0
+
+    def take(self) -> tuple[int, int]:
+        if self.idle:
+            return self.idle.pop()
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            fcntl.fcntl(self.w, _F_SETPIPE_SZ, CHUNK)
+            fcntl.fcntl(w, _F_SETPIPE_SZ, CHUNK)
         except OSError:
             # Over the user's pipe allowance, or above pipe-max-size: the
             # default size works too, in smaller steps.
             pass
+        return r, w
 
-    def closePipe(self) -> None:
-        for fd in (self.r, self.w):
-            if fd >= 0:
-                os.close(fd)
-        self.r = self.w = -1
-        self.pending = 0
+    def give(self, r: int, w: int) -> None:
+        if self.users > 0 and len(self.idle) < self.keep:
+            self.idle.append((r, w))
+        else:
+            os.close(r)
+            os.close(w)
+
+    def enter(self) -> None:
+        self.users += 1
+
+    def leave(self) -> None:
+        self.users -= 1
+        if self.users <= 0:
+            self.users = 0
+            while self.idle:
+                r, w = self.idle.pop()
+                os.close(r)
+                os.close(w)
+
+
+PIPES = PipePool()
 
 
 class Splicer:
@@ -209,10 +265,15 @@ class Splicer:
     def __init__(self, reactor: Any, a: Any, b: Any) -> None:
         self.reactor = reactor
         self.a = _Socket(self, a)
-        self.b = _Socket(self, b)
+        try:
+            self.b = _Socket(self, b)
+        except OSError:
+            os.close(self.a.fd)
+            raise
         self.up = _Direction(self.a, self.b)
         self.down = _Direction(self.b, self.a)
         self._done = False
+        PIPES.enter()
 
     # -- registration ----------------------------------------------------
 
@@ -245,7 +306,12 @@ class Splicer:
             self._read(side, False)
             return
         if d.w < 0:
-            d.openPipe()
+            try:
+                d.openPipe()
+            except OSError as e:
+                # Out of file descriptors: this side cannot go on.
+                self._lost(side, e)
+                return
         try:
             n = os.splice(side.fd, d.w, CHUNK, flags=_FLAGS)
         except BlockingIOError:
@@ -289,6 +355,8 @@ class Splicer:
             self._write(sink, True)
             return
         self._write(sink, False)
+        # Empty: the pipe goes back to the pool until more bytes come.
+        d.closePipe()
         if d.eof or d.closeSink:
             self._drained(d)
         elif d.source.fd >= 0:
@@ -374,10 +442,11 @@ class Splicer:
         self._read(incoming.source, False)
         if not outgoing.pending:
             outgoing.closePipe()
-        if self.a.fd < 0 and self.b.fd < 0:
+        if self.a.fd < 0 and self.b.fd < 0 and not self._done:
             self.up.closePipe()
             self.down.closePipe()
             self._done = True
+            PIPES.leave()
 
     def abort(self) -> None:
         """
