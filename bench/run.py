@@ -57,7 +57,7 @@ def parse_args(argv=None):
     size.add_argument("--quick", action="store_true",
                       help="256 MiB each way, 500 idle tunnels, 2 s runs")
     size.add_argument("--smoke", action="store_true",
-                      help="tiny (4 MiB, 20 tunnels, 0.5 s runs), peers direct,socksrelay; "
+                      help="tiny (4 MiB, 200 tunnels, 0.5 s runs), peers direct,socksrelay; "
                            "for the test suite")
     size.add_argument("--full", action="store_true", help=argparse.SUPPRESS)  # the default now
     ap.add_argument("--size", type=int, help="MiB moved each way per throughput run "

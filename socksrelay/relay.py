@@ -199,17 +199,16 @@ class RelayEnd(Protocol):
     def _trySplicing(self) -> None:
         """
         This end has carried enough to be a bulk transfer: hand the relay
-        to a L{splicing.Splicer} if both transports have sent what they
-        hold; otherwise try again after as many bytes more.
+        to a L{splicing.Splicer} once both transports have sent what they
+        hold.
         """
         peer = self.peer
         if peer is None or self._finishing() or peer._finishing():
             self.spliceAt = 0
             return
-        # Flush while the producers are still registered, so that a buffer
-        # emptied here resumes its paused producer as usual.
-        if not (splicing.flush(self.transport) and splicing.flush(peer.transport)):
-            self.spliceAt = self.bytesIn + splicing.AFTER
+        if splicing.buffered(self.transport) or splicing.buffered(peer.transport):
+            # Bytes still queued (a full socket): try again with the next
+            # chunk; a queue empties as soon as the socket takes it.
             return
         self.transport.unregisterProducer()  # type: ignore[union-attr]
         peer.transport.unregisterProducer()  # type: ignore[union-attr]

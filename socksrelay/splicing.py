@@ -53,7 +53,7 @@ _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _log = Logger()
 
 
-def _buffered(transport: Any) -> int:
+def buffered(transport: Any) -> int:
     """
     Bytes the transport holds that it has not sent yet.
     """
@@ -89,7 +89,7 @@ def writeThrough(transport: Any, data: bytes) -> None:
     reactor turn it arrived in; what the socket does not take (or any
     error) goes through the transport's buffer as usual.
     """
-    if _buffered(transport) or transport.disconnecting or not transport.connected:
+    if buffered(transport) or transport.disconnecting or not transport.connected:
         transport.write(data)
         return
     try:
@@ -107,12 +107,12 @@ def flush(transport: Any) -> bool:
     Send what C{transport} buffered, now, as far as its socket takes it,
     and say whether nothing is left.
     """
-    if _buffered(transport):
+    if buffered(transport):
         # The reactor calls this when the socket is writable; calling it
         # directly sends what the socket has room for.  Whatever does not
         # go keeps the relay on the ordinary path for now.
         transport.doWrite()
-    return transport.connected and not transport.disconnecting and not _buffered(transport)
+    return transport.connected and not transport.disconnecting and not buffered(transport)
 
 
 @implementer(IReadWriteDescriptor)
