@@ -602,6 +602,35 @@ class SplicingTestCase(TestCase):
             self.fail(f"{len(now) - len(before)} descriptors more than before: {extra}")
         self.assertEqual(spliceDescriptors(), [])
 
+    @inlineCallbacks
+    def splicedWithBytesForClient(self, port: int, target: Any):  # type: ignore[no-untyped-def]
+        """
+        Connect through the proxy to a L{BurstTarget}, ask for its burst
+        (a byte, acknowledged with C{k}), read 4 MiB of it (enough for the
+        relay to move to the splicer) and then nothing more, until the pipe
+        to the client holds bytes.  Fires with the client's socket and the
+        session; the socket is closed at cleanup.
+        """
+        sock, reply = yield inThread(
+            lambda: socks5Connect(port, LOOPBACK_V4, target.port, timeout=DEADLINE)
+        )
+        self.addCleanup(sock.close)
+        self.assertEqual(reply.rep, 0, reply)
+
+        def ask() -> None:
+            sock.sendall(b"x")
+            assert recvExactly(sock, 1) == b"k"
+            recvExactly(sock, 4 * MiB)
+
+        yield inThread(ask)
+        session = self.onlySession()
+        client = session.clientEnd
+        self.assertIsNotNone(client.splicer)
+        yield waitUntil(
+            lambda: client.splicer.pendingTo(client), "the pipe to the client to hold bytes"
+        )
+        return sock, session
+
     def recordSideReasons(self, session: Any) -> dict[str, Any]:
         """
         From now on, record why each of C{session}'s connections was lost
@@ -1205,26 +1234,10 @@ class ResetTests(SplicingTestCase):
         port = self.startProxy()
         target = self.startTarget(BurstTarget(size, 22, "reset", ackAfter=1))
         before = yield self.baselineFds()
-        sockets: list[socket.socket] = []
-
-        def connect() -> None:
-            sock, reply = socks5Connect(port, LOOPBACK_V4, target.port, timeout=DEADLINE)
-            sockets.append(sock)
-            assert reply.rep == 0, reply
-            sock.sendall(b"x")
-            assert recvExactly(sock, 1) == b"k"
-            recvExactly(sock, 4 * MiB)
-
-        yield inThread(connect)
-        session = self.onlySession()
-        client = session.clientEnd
-        splicer = client.splicer
-        self.assertIsNotNone(splicer)
-        yield waitUntil(lambda: splicer.pendingTo(client), "the pipe to the client to fill")
+        sock, session = yield self.splicedWithBytesForClient(port, target)
         reasons = self.recordSideReasons(session)
         target.release()
         yield inThread(lambda: target.waitResult(DEADLINE))
-        sock = sockets[0]
         sock.sendall(b"?")
         received, how = yield inThread(lambda: closedOrReset(sock))
         sock.close()
@@ -1678,27 +1691,10 @@ class DrainTests(SplicingTestCase):
         size = 64 * MiB
         port = self.startProxy()
         target = self.startTarget(BurstTarget(size, 21, "hold", ackAfter=1))
-        sockets: list[socket.socket] = []
-
-        def connect() -> None:
-            sock, reply = socks5Connect(port, LOOPBACK_V4, target.port, timeout=DEADLINE)
-            sockets.append(sock)
-            assert reply.rep == 0, reply
-            sock.sendall(b"x")
-            assert recvExactly(sock, 1) == b"k"
-            # Read enough for the relay to move to the splicer.
-            recvExactly(sock, 4 * MiB)
-
-        yield inThread(connect)
-        session = self.onlySession()
+        sock, session = yield self.splicedWithBytesForClient(port, target)
         client = session.clientEnd
-        self.assertIsNotNone(client.splicer)
-        yield waitUntil(
-            lambda: client.splicer.pendingTo(client), "the pipe to the client to hold bytes"
-        )
         closeSession(client, "test")
         target.release()
-        sock = sockets[0]
         received, how = yield inThread(lambda: closedOrReset(sock))
         sock.close()
         yield self.ended(1)
