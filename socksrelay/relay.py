@@ -210,14 +210,11 @@ class RelayEnd(Protocol):
             # Bytes still queued (a full socket): try again with the next
             # chunk; a queue empties as soon as the socket takes it.
             return
-        self.transport.unregisterProducer()  # type: ignore[union-attr]
-        peer.transport.unregisterProducer()  # type: ignore[union-attr]
-        if splicing.start(self.reactor or peer.reactor, self, peer) is not None:
-            self.spliceAt = peer.spliceAt = 0
+        if splicing.start(self.reactor or peer.reactor, self, peer) is None:
+            # Refused (out of file descriptors): not before as many bytes more.
+            self.spliceAt = self.bytesIn + splicing.AFTER
             return
-        self.spliceAt = self.bytesIn + splicing.AFTER
-        self.transport.registerProducer(peer.transport, True)  # type: ignore[union-attr]
-        peer.transport.registerProducer(self.transport, True)  # type: ignore[union-attr]
+        self.spliceAt = peer.spliceAt = 0
 
     def pauseReading(self, reason: str) -> None:
         """

@@ -1041,7 +1041,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         )
         if self._clientEOF:
             RelayEnd.readConnectionLost(self)
-        elif self.splicer is None:
+        else:
             self._resumeReading()
 
     def _ebConnected(self, reason: Failure) -> None:

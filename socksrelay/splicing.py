@@ -44,7 +44,7 @@ AVAILABLE = hasattr(os, "splice") and sys.platform.startswith("linux")
 CHUNK = 256 * 1024
 
 #: Bytes a relay carries one way on the ordinary path before it moves to
-#: the splicer; after a failed try (a buffer not yet empty), as many again.
+#: the splicer; after a refused try (out of file descriptors), as many again.
 AFTER = 256 * 1024
 
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -78,7 +78,6 @@ def spliceable(transport: Any) -> bool:
         and plainTCP(transport)
         and transport.connected
         and not transport.disconnecting
-        and transport.producer is None
     )
 
 
@@ -100,19 +99,6 @@ def writeThrough(transport: Any, data: bytes) -> None:
         sent = 0
     if sent < len(data):
         transport.write(data[sent:] if sent else data)
-
-
-def flush(transport: Any) -> bool:
-    """
-    Send what C{transport} buffered, now, as far as its socket takes it,
-    and say whether nothing is left.
-    """
-    if buffered(transport):
-        # The reactor calls this when the socket is writable; calling it
-        # directly sends what the socket has room for.  Whatever does not
-        # go keeps the relay on the ordinary path for now.
-        transport.doWrite()
-    return transport.connected and not transport.disconnecting and not buffered(transport)
 
 
 @implementer(IReadWriteDescriptor)
@@ -469,20 +455,20 @@ def possible(a: Any, b: Any) -> bool:
 
 def start(reactor: Any, a: Any, b: Any) -> Splicer | None:
     """
-    Take over the relay between the ends C{a} and C{b} (already each other's
-    peers, with no producers registered) if both transports allow it and
-    have sent everything they buffered; return the L{Splicer}, or C{None}
-    when the ordinary relay must go on for now.
+    Take over the relay between the ends C{a} and C{b} (each other's peers,
+    with nothing buffered in either transport) if both transports allow it;
+    return the L{Splicer}, or C{None} when the ordinary relay must go on.
     """
     if not possible(a, b):
-        return None
-    if not (flush(a.transport) and flush(b.transport)):
         return None
     try:
         splicer = Splicer(reactor, a, b)
     except OSError:
         # Out of file descriptors: the ordinary relay needs none more.
         return None
+    # The ends no longer feed each other's transports: no producers.
+    a.transport.unregisterProducer()
+    b.transport.unregisterProducer()
     a.transport.pauseProducing()
     b.transport.pauseProducing()
     a.splicer = b.splicer = splicer
