@@ -28,16 +28,11 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-import sys
+import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
 from socksrelay.rules import COMMAND_NAMES, PROTOCOL_NAMES, Policy, Rule
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 class ConfigError(Exception):
