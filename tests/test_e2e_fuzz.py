@@ -278,7 +278,10 @@ def httpHandshake(rng: random.Random, echoPort: int, auth: bool) -> bytes:
         host = b"[" + socket.inet_ntop(socket.AF_INET6, address).encode() + b"]"
     else:
         host = address
-    authority = host + b":" + str(port).encode()
+    portText = str(port).encode()
+    if rng.random() < 0.05:
+        portText = rng.choice([b"00", b"0" * 4400 + portText, b"1" + b"0" * 4400])
+    authority = host + b":" + portText
     eol = rng.choice([b"\r\n", b"\r\n", b"\n"])
     headers = [b"Host: " + authority, b"User-Agent: fuzz"]
     if auth and rng.random() < 0.8:
