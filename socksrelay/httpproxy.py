@@ -125,7 +125,7 @@ class _ForwardClient(ProxyClient):
         self._log.info("the origin sent a malformed {what}", what=what)
         request: ForwardRequest = self.father
         request._answer(502, b"Bad Gateway", f"the origin sent a malformed {what}")
-        self.transport.loseConnection()
+        self.transport.loseConnection()  # type: ignore[union-attr,misc]
 
     def handleStatus(self, version: bytes, code: bytes, message: bytes) -> None:
         self._gotStatus = True
