@@ -1,7 +1,8 @@
 """
 Property-based tests of the three sans-I/O codecs: L{socksrelay.wire}
-(SOCKS5 with RFC 1929, and the UDP request header), L{socksrelay.wire4}
-(SOCKS4/4a) and L{socksrelay.httpwire} (HTTP request heads).
+(SOCKS5 with RFC 1929, and the UDP request header) and L{socksrelay.wire4}
+(SOCKS4/4a); L{tests.test_properties_http} has those of
+L{socksrelay.httpwire}.
 
 For any bytes in any split a codec yields events or a L{ProtocolError},
 never another exception, and never holds more than its cap; the same bytes
@@ -14,26 +15,16 @@ run in CI is the same as a run here.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import struct
-from typing import Any, Callable
+from typing import Any
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from socksrelay.httpwire import (
-    MAX_HEAD,
-    HTTPRequestHead,
-    HTTPServerConnection,
-    parseAuthority,
-    parseBasicCredentials,
-)
 from socksrelay.wire import (
     MAX_HANDSHAKE_BUFFER,
-    NEED_DATA,
     AddressType,
-    AuthMethod,
     Command,
     Greeting,
     ProtocolError,
@@ -55,133 +46,22 @@ from socksrelay.wire4 import (
     SOCKS4ServerConnection,
     encodeReply4,
 )
-
-#: Bounded and reproducible: a fixed example sequence, no database.
-BOUNDED = settings(
-    max_examples=150,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-
-#: The user the SOCKS5 driver accepts.
-GOOD_USER = b"alice"
-
-
-# -- driving a codec ----------------------------------------------------------
-
-
-def socks5Driver(conn: SOCKS5ServerConnection, event: Any) -> None:
-    """
-    Answer SOCKS5 events as a server would, deterministically: username and
-    password if offered, else no authentication if offered, else none
-    acceptable; only L{GOOD_USER} passes.
-    """
-    if isinstance(event, Greeting):
-        if AuthMethod.USERNAME_PASSWORD in event.methods:
-            conn.chooseMethod(AuthMethod.USERNAME_PASSWORD)
-        elif AuthMethod.NO_AUTHENTICATION in event.methods:
-            conn.chooseMethod(AuthMethod.NO_AUTHENTICATION)
-        else:
-            conn.chooseMethod(AuthMethod.NO_ACCEPTABLE_METHODS)
-    elif isinstance(event, UsernamePassword):
-        conn.authResult(event.username == GOOD_USER)
-
-
-def noDriver(conn: Any, event: Any) -> None:
-    """
-    The single-request codecs need no answer between events.
-    """
-
-
-def run(
-    codec: Any,
-    chunks: list[bytes],
-    driver: Callable[[Any, Any], None],
-    cap: int,
-    case: SynchronousTestCase,
-) -> tuple[list[Any], bytes | None, bytes | None]:
-    """
-    Feed C{chunks} to C{codec} one by one, pulling events after each and
-    answering them with C{driver}; only L{ProtocolError} may escape the
-    codec, and the codec never holds more than C{cap} bytes.
-
-    @return: the events, the response of the L{ProtocolError} (or C{None}),
-        and the leftover bytes if the codec finished (else C{None}).
-    """
-    events: list[Any] = []
-    for chunk in chunks:
-        try:
-            codec.receiveData(chunk)
-            case.assertLessEqual(codec.buffered, cap)
-            while True:
-                event = codec.nextEvent()
-                if event is NEED_DATA:
-                    break
-                events.append(event)
-                driver(codec, event)
-        except ProtocolError as e:
-            case.assertIsInstance(e.response, bytes)
-            return events, e.response, None
-    return events, None, codec.leftover() if codec.done else None
-
-
-def splitAt(data: bytes, cuts: list[int]) -> list[bytes]:
-    """
-    C{data} cut at the given offsets (taken modulo its length, sorted).
-    """
-    if not data:
-        return [data]
-    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:])] or [data]
-
-
-# -- strategies ---------------------------------------------------------------
-
-cuts = st.lists(st.integers(min_value=0, max_value=4096), max_size=12)
-ports = st.integers(min_value=0, max_value=65535)
-ipv4s = st.ip_addresses(v=4).map(str)
-ipv6s = st.ip_addresses(v=6).map(str)
-#: Names as a client may send them: ASCII labels, or any UTF-8 without NUL.
-names = st.one_of(
-    st.from_regex(r"\A[a-z0-9-]{1,20}(\.[a-z0-9-]{1,20}){0,3}\Z"),
-    st.text(
-        st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
-        min_size=1,
-        max_size=40,
-    ),
-).filter(lambda n: 0 < len(n.encode("utf-8")) <= 255)
-shortBytes = st.binary(max_size=40)
-
-
-def mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
-    """
-    Apply C{(kind, position, value)} edits: 0 replaces a byte, 1 inserts one,
-    2 deletes one, 3 truncates.
-    """
-    buf = bytearray(data)
-    for kind, position, value in edits:
-        if not buf:
-            buf.append(value)
-            continue
-        i = position % len(buf)
-        if kind == 0:
-            buf[i] = value
-        elif kind == 1:
-            buf.insert(i, value)
-        elif kind == 2:
-            del buf[i]
-        else:
-            del buf[i:]
-    return bytes(buf)
-
-
-edits = st.lists(
-    st.tuples(
-        st.integers(0, 3), st.integers(0, 1024), st.integers(0, 255)
-    ),
-    max_size=4,
+from tests.propertytools import (
+    BOUNDED,
+    GOOD_USER,
+    SplitInvarianceMixin,
+    cuts,
+    edits,
+    ipv4s,
+    ipv6s,
+    mutate,
+    names,
+    noDriver,
+    ports,
+    run,
+    shortBytes,
+    socks5Driver,
+    splitAt,
 )
 
 
@@ -230,74 +110,6 @@ def socks4Streams(draw: Any) -> bytes:
         raw = name.encode("utf-8") if isinstance(name, str) else name
         stream += raw + draw(st.sampled_from([b"\x00", b""]))
     return mutate(stream, draw(edits)) + draw(shortBytes)
-
-
-headerNames = st.from_regex(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]{1,12}\Z")
-headerValues = st.text(
-    st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"),
-    max_size=30,
-).map(lambda v: v.strip(" \t"))
-targets = st.text(
-    st.characters(min_codepoint=0x21, max_codepoint=0xFF, blacklist_characters="\x7f"),
-    min_size=1,
-    max_size=40,
-)
-lineEnds = st.sampled_from(["\r\n", "\n"])
-
-
-@st.composite
-def httpHeads(draw: Any) -> tuple[str, str, str, list[tuple[str, str]], bytes]:
-    """
-    A well-formed request head with CRLF, LF or mixed line ends: its fields
-    and its bytes.
-    """
-    method = draw(st.sampled_from(["CONNECT", "GET", "POST"]) | headerNames)
-    target = draw(targets)
-    version = draw(st.sampled_from(["HTTP/1.1", "HTTP/1.0"]))
-    headers = draw(st.lists(st.tuples(headerNames, headerValues), max_size=6))
-    text = f"{method} {target} {version}" + draw(lineEnds)
-    for name, value in headers:
-        text += f"{name}:{draw(st.sampled_from(['', ' ', chr(9)]))}{value}"
-        text += draw(lineEnds)
-    text += draw(lineEnds)
-    return method, target, version, headers, text.encode("latin-1")
-
-
-@st.composite
-def httpStreams(draw: Any) -> bytes:
-    """
-    Request heads (well-formed, then mutated), then trailing bytes.
-    """
-    raw = draw(httpHeads())[4]
-    return mutate(raw, draw(edits)) + draw(shortBytes)
-
-
-# -- the properties -----------------------------------------------------------
-
-
-class SplitInvarianceMixin:
-    """
-    The properties every codec shares.  Set C{codecFactory}, C{driver},
-    C{cap} and C{streams}.
-    """
-
-    codecFactory: Callable[[], Any]
-    driver = staticmethod(noDriver)
-    cap: int
-
-    def check(self, data: bytes, cutPoints: list[int]) -> None:
-        whole = run(self.codecFactory(), [data], self.driver, self.cap, self)
-        split = run(
-            self.codecFactory(), splitAt(data, cutPoints), self.driver, self.cap, self
-        )
-        self.assertEqual(whole, split)
-
-    def checkBytewise(self, data: bytes) -> None:
-        whole = run(self.codecFactory(), [data], self.driver, self.cap, self)
-        bytewise = [data[i : i + 1] for i in range(len(data))]
-        self.assertEqual(
-            whole, run(self.codecFactory(), bytewise, self.driver, self.cap, self)
-        )
 
 
 class SOCKS5PropertyTests(SplitInvarianceMixin, SynchronousTestCase):
@@ -549,140 +361,3 @@ class SOCKS4PropertyTests(SplitInvarianceMixin, SynchronousTestCase):
              str(ipaddress.IPv4Address(encoded[4:8]))),
             (8, 0, reply, port, ip),
         )
-
-
-class HTTPPropertyTests(SplitInvarianceMixin, SynchronousTestCase):
-    """
-    L{HTTPServerConnection}, L{parseAuthority} and L{parseBasicCredentials}.
-    """
-
-    codecFactory = staticmethod(lambda: HTTPServerConnection(maxEarlyData=1024))
-    cap = MAX_HEAD + 1024
-
-    @BOUNDED
-    @given(st.binary(max_size=600), cuts)
-    def test_anyBytesAnySplit(self, data: bytes, cutPoints: list[int]) -> None:
-        """
-        Arbitrary bytes give the same outcome whole or split, and nothing but
-        L{ProtocolError} escapes.
-        """
-        self.check(data, cutPoints)
-
-    @BOUNDED
-    @given(httpStreams(), cuts)
-    def test_mutatedHeadsAnySplit(self, data: bytes, cutPoints: list[int]) -> None:
-        """
-        Mutated request heads give the same outcome whole, split, and byte by
-        byte.
-        """
-        self.check(data, cutPoints)
-        self.checkBytewise(data)
-
-    @BOUNDED
-    @given(st.integers(0, 2 * MAX_HEAD), st.booleans(), st.integers(1, 8))
-    def test_capHolds(self, size: int, complete: bool, pieces: int) -> None:
-        """
-        An endless head, or a head followed by too much, raises
-        L{ProtocolError}; the codec never holds more than its cap.
-        """
-        data = b"CONNECT a:1 HTTP/1.1\r\nX: " + b"x" * size
-        if complete:
-            data = b"CONNECT a:1 HTTP/1.1\r\n\r\n" + b"x" * size
-        step = len(data) // pieces + 1
-        run(
-            self.codecFactory(),
-            [data[i : i + step] for i in range(0, len(data), step)],
-            noDriver,
-            self.cap,
-            self,
-        )
-
-    @BOUNDED
-    @given(httpHeads(), st.binary(max_size=40), cuts)
-    def test_roundTrip(self, head: Any, early: bytes, cutPoints: list[int]) -> None:
-        """
-        A head written from fields (CRLF, LF or mixed) parses, in any split,
-        to those fields, with the bytes after it left over.
-        """
-        method, target, version, headers, raw = head
-        events, error, leftover = run(
-            self.codecFactory(), splitAt(raw + early, cutPoints), noDriver, self.cap, self
-        )
-        self.assertEqual(
-            (events, error, leftover),
-            ([HTTPRequestHead(method, target, version, tuple(headers), raw)], None, early),
-        )
-
-    @BOUNDED
-    @given(
-        st.text(max_size=60)
-        | st.from_regex(r"\A[^:]{0,5}:[0-9]{0,8}\Z")
-        | st.integers(4000, 5000).map(lambda n: "a:" + "0" * n + "8")
-        | st.integers(4000, 5000).map(lambda n: "a:1" + "0" * n)
-    )
-    def test_parseAuthorityAnyText(self, target: str) -> None:
-        """
-        Any CONNECT target parses to a non-empty host and a port in 1-65535,
-        or raises L{ProtocolError} (with a 400 answer), never another
-        exception.
-        """
-        try:
-            host, port = parseAuthority(target)
-        except ProtocolError as e:
-            self.assertTrue(e.response.startswith(b"HTTP/1.1 400 "))
-            return
-        self.assertTrue(host)
-        self.assertIn(port, range(1, 65536))
-
-    def test_parseAuthorityLongPort(self) -> None:
-        """
-        A port of more digits than Python converts to an int (4300, even
-        leading zeros) is a 400, not a L{ValueError} from C{int}.
-        """
-        for port in ["1" + "0" * 4301, "9" * 5000]:
-            with self.subTest(port=port[:8]):
-                with self.assertRaises(ProtocolError):
-                    parseAuthority("example.com:" + port)
-        self.assertEqual(parseAuthority("a:" + "0" * 4400 + "443"), ("a", 443))
-
-    @BOUNDED
-    @given(st.one_of(ipv4s, names.filter(lambda n: ":" not in n and "]" not in n)), st.integers(1, 65535))
-    def test_parseAuthorityRoundTrip(self, host: str, port: int) -> None:
-        """
-        C{host:port} (and C{[v6]:port}) parse back to host and port.
-        """
-        self.assertEqual(parseAuthority(f"{host}:{port}"), (host, port))
-
-    @BOUNDED
-    @given(ipv6s, st.integers(1, 65535))
-    def test_parseAuthorityIPv6RoundTrip(self, host: str, port: int) -> None:
-        """
-        C{[v6]:port} parses back to the address and port.
-        """
-        self.assertEqual(parseAuthority(f"[{host}]:{port}"), (host, port))
-
-    @BOUNDED
-    @given(st.none() | st.text(max_size=80))
-    def test_parseBasicCredentialsAnyText(self, value: str | None) -> None:
-        """
-        Any header value gives credentials or C{None}, never an exception.
-        """
-        result = parseBasicCredentials(value)
-        if result is not None:
-            self.assertIsInstance(result, tuple)
-
-    @BOUNDED
-    @given(
-        st.binary(max_size=60).map(lambda b: b.replace(b":", b"")),
-        st.binary(max_size=60),
-        st.sampled_from(["Basic", "basic", "BASIC"]),
-        st.sampled_from(["", " ", "\t"]),
-    )
-    def test_parseBasicCredentialsRoundTrip(
-        self, user: bytes, password: bytes, scheme: str, pad: str
-    ) -> None:
-        """
-        C{Basic base64(user:password)} parses back to user and password.
-        """
-        value = f"{pad}{scheme} {base64.b64encode(user + b':' + password).decode()}{pad}"
-        self.assertEqual(parseBasicCredentials(value), (user, password))
