@@ -2,7 +2,8 @@
 A seeded, bounded fuzz of the real C{twistd socks5}: valid SOCKS5 (with and
 without RFC 1929), SOCKS4/4a, HTTP CONNECT and forward handshakes, mutated
 (bytes replaced, inserted, deleted, truncated, extended, fields blown up),
-sent in random chunks with small delays, sometimes half-closed or reset.
+sent in random chunks with small delays, sometimes half-closed or reset;
+and UDP associations sent mutated datagrams.
 
 Each case must get a protocol-correct answer of its dialect, or a close,
 within a few seconds; afterwards the proxies' logs hold no traceback and
@@ -35,13 +36,22 @@ from twisted.names import dns
 
 from socksrelay.httpwire import HTTPServerConnection
 from socksrelay.wire import NEED_DATA, ProtocolError
-from tests.e2e import LOOPBACK_V4, EchoServer, ProxyProcess
+from tests.e2e import (
+    LOOPBACK_V4,
+    EchoServer,
+    ProxyProcess,
+    UDPAssociation,
+    UDPEchoServer,
+    parseUDPDatagram,
+)
 
 #: The seed of the whole run; a failure names the case, which replays it.
 SEED = 13
 #: How many cases, at most, and how long the run may start new ones.
 CASES = 600
 WALL_CLOCK = 45.0
+#: UDP associations, each sent a few mutated datagrams.
+UDP_CASES = 60
 #: Cases in flight at once.
 CONCURRENCY = 24
 #: How long a case may wait for its answer or close.
@@ -60,11 +70,11 @@ half-closed = 1
 idle = 2
 
 [[rule]]
-name = "the echo server only"
+name = "the echo servers only"
 action = "allow"
 clients = ["127.0.0.0/8", "::1/128"]
 networks = ["127.0.0.0/8", "::1/128"]
-ports = [{port}]
+ports = [{port}, {udpPort}]
 
 [[rule]]
 name = "nothing else"
@@ -434,6 +444,51 @@ def runCase(port: int, stream: bytes, chunks: list[tuple[bytes, float]], ending:
         sock.close()
 
 
+#: Returned by L{runUDPCase} when the association was refused.
+REFUSED = "refused"
+
+
+def runUDPCase(proxyPort: int, index: int, echoPort: int) -> str | None:
+    """
+    Make a UDP association and send it a few mutated datagrams (names,
+    addresses, FRAG, truncation); whatever comes back must be a well-formed
+    header naming the UDP echo server, the only source the policy allows.
+
+    @return: C{None} if all was well, L{REFUSED} if the association was
+        refused (the fuzz's own UDP ASSOCIATEs may have taken the client's
+        16 associations), else what went wrong.
+    """
+    rng = random.Random(SEED * 7919 + index)
+    with UDPAssociation(proxyPort, timeout=CASE_DEADLINE) as association:
+        if association.reply.rep == 0x01:
+            return REFUSED
+        if association.reply.rep != 0:
+            return f"UDP ASSOCIATE answered 0x{association.reply.rep:02x}"
+        for _ in range(rng.randrange(1, 6)):
+            kind, address, port = destination(rng, echoPort)
+            if kind == "name":
+                addr = bytes([3, len(address) % 256]) + address
+            else:
+                addr = bytes([1 if kind == "ip4" else 4]) + address
+            frag = rng.choice([0, 0, 0, 1, 0x80])
+            datagram = b"\x00\x00" + bytes([frag]) + addr + struct.pack("!H", port)
+            association.udp.sendto(mutate(rng, datagram + b"payload"), association.relay)
+        deadline = time.monotonic() + 0.3
+        while (remaining := deadline - time.monotonic()) > 0:
+            association.udp.settimeout(remaining)
+            try:
+                data, _ = association.udp.recvfrom(70000)
+            except TimeoutError:
+                break
+            try:
+                _, host, port, _ = parseUDPDatagram(data)
+            except AssertionError as e:
+                return str(e)
+            if (host, port) != (LOOPBACK_V4, echoPort):
+                return f"a datagram from {host}:{port}"
+    return None
+
+
 def openDescriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -448,13 +503,15 @@ class HandshakeFuzzTests(unittest.TestCase):
     def setUp(self) -> None:
         self.echo = EchoServer()
         self.addCleanup(self.echo.stop)
+        self.udpEcho = UDPEchoServer()
+        self.addCleanup(self.udpEcho.stop)
         self.dns = LoopbackDNSServer()
         self.addCleanup(self.dns.stop)
         directory = tempfile.TemporaryDirectory()
         self.addCleanup(directory.cleanup)
         path = os.path.join(directory.name, "fuzz.toml")
         with open(path, "w", encoding="utf-8") as f:
-            f.write(CONFIG.format(port=self.echo.port))
+            f.write(CONFIG.format(port=self.echo.port, udpPort=self.udpEcho.port))
         common = ["--config", path, "--nameserver", f"127.0.0.1:{self.dns.port}"]
         self.open = ProxyProcess(common)
         self.addCleanup(self.open.stop)
@@ -489,8 +546,9 @@ class HandshakeFuzzTests(unittest.TestCase):
     def test_fuzzedHandshakes(self) -> None:
         """
         Every mutated handshake of every protocol gets a valid answer of its
-        dialect or a close within L{CASE_DEADLINE}; no traceback is logged
-        and both proxies' descriptors return to their baseline.
+        dialect or a close within L{CASE_DEADLINE}, every datagram relayed
+        back has a valid header; no traceback is logged and both proxies'
+        descriptors return to their baseline.
         """
         proxies = (self.open, self.authed)
         baseline = {p.pid: self.warmUp(p) for p in proxies}
@@ -511,8 +569,20 @@ class HandshakeFuzzTests(unittest.TestCase):
                     f"case {index} ({'auth' if auth else 'open'}, {ending}, "
                     f"{len(chunks)} chunks) {stream[:120]!r}: {problem}")
 
-        with ThreadPoolExecutor(CONCURRENCY) as pool:
+        udpPlayed: list[int] = []
+
+        def playUDP(index: int) -> None:
+            problem = runUDPCase(self.open.port, index, self.udpEcho.port)
+            if problem != REFUSED:
+                udpPlayed.append(index)
+            if problem and problem != REFUSED:
+                failures.append(f"case {CASES + index} (UDP {index}): {problem}")
+
+        with ThreadPoolExecutor(CONCURRENCY) as pool, ThreadPoolExecutor(4) as udpPool:
+            udp = udpPool.map(playUDP, range(UDP_CASES))
             list(pool.map(play, range(CASES)))
+            list(udp)
+        self.assertGreaterEqual(len(udpPlayed), UDP_CASES // 2)
         # On a slow machine the wall-clock cap may cut the run short, but
         # never to a token few cases.
         self.assertGreaterEqual(len(played), CASES // 4)
