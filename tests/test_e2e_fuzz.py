@@ -142,9 +142,7 @@ INCOMPLETE, DONE, BAD = "incomplete", "done", "bad"
 
 
 def _socks5Reply(buf: bytes, i: int) -> tuple[str, int]:
-    """
-    Check a SOCKS5 reply at C{buf[i:]}: C{(verdict, end)}.
-    """
+    """Check a SOCKS5 reply at C{buf[i:]}: C{(verdict, end)}."""
     if len(buf) < i + 4:
         return INCOMPLETE, i
     ver, rep, rsv, atyp = buf[i : i + 4]
@@ -193,15 +191,14 @@ def judgeSOCKS4(buf: bytes) -> tuple[str, int, bool]:
     return DONE, 8, buf[1] == 90
 
 
-_STATUS = re.compile(rb"HTTP/1\.[01] [1-5][0-9][0-9] [^\r\n]*\r?\n")
+_STATUS = re.compile(rb"HTTP/1\.[01] [1-5][0-9][0-9] [^\r\n]*\r?(\n|\Z)")
 
 
 def judgeHTTP(buf: bytes) -> tuple[str, int, bool]:
     if len(buf) < 13:
         return INCOMPLETE, 0, False
-    match = _STATUS.match(buf)
-    if match is None:
-        return (BAD if b"\n" in buf or not b"HTTP/1.1 "[: len(buf)] == buf[:9] else INCOMPLETE), 0, False
+    if _STATUS.match(buf) is None:
+        return BAD, 0, False
     end = buf.find(b"\r\n\r\n")
     if end < 0:
         return INCOMPLETE, 0, False
@@ -211,9 +208,7 @@ def judgeHTTP(buf: bytes) -> tuple[str, int, bool]:
 
 
 def judgeNothing(buf: bytes) -> tuple[str, int, bool]:
-    """
-    A first byte of no protocol gets no answer, only a close.
-    """
+    """A first byte of no protocol gets no answer, only a close."""
     return (BAD if buf else INCOMPLETE), 0, False
 
 
@@ -312,9 +307,7 @@ def httpHandshake(rng: random.Random, echoPort: int, auth: bool) -> bytes:
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
-    """
-    Zero to three mutations of C{data}.
-    """
+    """Zero to three mutations of C{data}."""
     buf = bytearray(data)
     for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
         if not buf:
