@@ -77,6 +77,7 @@ class _ForwardClient(ProxyClient):
     """
 
     _gotStatus = False
+    _log = Logger()
 
     def connectionMade(self) -> None:
         self._headers: list[tuple[bytes, bytes]] = []
@@ -86,6 +87,45 @@ class _ForwardClient(ProxyClient):
             self.transport.loseConnection()
             return
         ProxyClient.connectionMade(self)
+
+    def lineReceived(self, line: bytes) -> None:
+        # twisted.web's client parser raises on a status line that is not
+        # "HTTP/x.y NNN ...": check it before handing it over.
+        if self.firstLine:
+            parts = line.split(None, 2)
+            if not (
+                len(parts) >= 2
+                and parts[0].startswith(b"HTTP/")
+                and len(parts[1]) == 3
+                and parts[1].isdigit()
+            ):
+                self._malformed("status line")
+                return
+        ProxyClient.lineReceived(self, line)
+
+    def extractHeader(self, header: bytes) -> None:
+        # ... and on a header line without a colon, or a Content-Length that
+        # is not a number.
+        name, colon, value = header.partition(b":")
+        if not colon or (
+            name.strip().lower() == b"content-length" and not value.strip().isdigit()
+        ):
+            self._malformed("header line")
+            return
+        ProxyClient.extractHeader(self, header)
+
+    def _malformed(self, what: str) -> None:
+        """
+        The origin's response head cannot be parsed: answer 502 and drop the
+        origin connection (the line parser stops once it is disconnecting).
+        """
+        if self._finished:
+            return
+        self._finished = True
+        self._log.info("the origin sent a malformed {what}", what=what)
+        request: ForwardRequest = self.father
+        request._answer(502, b"Bad Gateway", f"the origin sent a malformed {what}")
+        self.transport.loseConnection()  # type: ignore[union-attr,misc]
 
     def handleStatus(self, version: bytes, code: bytes, message: bytes) -> None:
         self._gotStatus = True

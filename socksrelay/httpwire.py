@@ -103,13 +103,17 @@ def parseAuthority(target: str) -> tuple[str, int]:
         host, colon, portText = target.rpartition(":")
         if not colon or ":" in host:
             raise badRequest(f"bad CONNECT target {target!r}")
+    # Leading zeros are allowed, but no more digits than a port has: int()
+    # refuses strings of over 4300 digits with a ValueError.
+    digits = portText.lstrip("0")
     if (
         not host
         or not (portText.isascii() and portText.isdigit())
-        or not 0 < int(portText) < 65536
+        or len(digits) > 5
+        or not 0 < int(digits or "0") < 65536
     ):
         raise badRequest(f"bad CONNECT target {target!r}")
-    return host, int(portText)
+    return host, int(digits)
 
 
 def parseBasicCredentials(value: str | None) -> tuple[bytes, bytes] | None:

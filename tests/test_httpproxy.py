@@ -496,6 +496,33 @@ class ResponseTests(SynchronousTestCase):
         self.assertEqual(status, b"HTTP/1.1 502 Bad Gateway")
         self.assertEqual(h.statuses, [502])
 
+    def test_malformedResponseHead(self) -> None:
+        """
+        An origin whose status line is not C{HTTP/x.y NNN} (here, one that
+        echoes the request back, or sends one word), or whose header block
+        has a line without a colon or a Content-Length that is not a number,
+        gives the client a 502 and loses the origin connection; nothing
+        raises (twisted.web's parser would raise on each).
+        """
+        for response in [
+            b"GET /path?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            b"HELLO\r\n\r\n",
+            b"\r\n\r\n",
+            b"HTTP/1.1 2x0 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nno colon here\r\nX: 1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n",
+        ]:
+            with self.subTest(response=response):
+                h = ChannelHarness()
+                origin, pump = h.forward(b"GET http://example.com/ HTTP/1.1\r\n\r\n")
+                answer = h.respond(origin, pump, response)
+                self.assertEqual(
+                    answer.split(b"\r\n", 1)[0], b"HTTP/1.1 502 Bad Gateway"
+                )
+                self.assertIn(b"the origin sent a malformed", answer)
+                self.assertTrue(origin.transport.disconnecting)  # type: ignore[union-attr]
+                self.assertEqual(h.statuses, [502])
+
     def test_keepAlive(self) -> None:
         """
         The client connection stays open after a response, and a second
