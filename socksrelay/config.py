@@ -32,7 +32,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from socksrelay.rules import COMMAND_NAMES, PROTOCOL_NAMES, Policy, Rule
+from socksrelay.names import InvalidName
+from socksrelay.rules import (
+    COMMAND_NAMES,
+    PROTOCOL_NAMES,
+    Policy,
+    Rule,
+    canonicalPattern,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -202,9 +209,10 @@ def _choices(value: Any, what: str, allowed: frozenset[str]) -> frozenset[str]:
 def _hosts(value: Any) -> tuple[str, ...]:
     hosts = []
     for item in _strings(value, "hosts"):
-        name = item.strip().rstrip(".").lower()
-        if not name or name == ".":
-            raise ValueError(f"hosts: {item!r} is not a host name")
+        try:
+            name = canonicalPattern(item.strip())
+        except InvalidName as e:
+            raise ValueError(f"hosts: {item!r} is not a host name ({e.why})") from None
         hosts.append(name)
     return tuple(hosts)
 
