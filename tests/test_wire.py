@@ -640,3 +640,65 @@ class UDPHeaderTests(SynchronousTestCase):
     def test_maxPayload(self):
         """MAX_UDP_PAYLOAD is the largest UDP payload over IPv4: 65535 - 20 - 8."""
         self.assertEqual(MAX_UDP_PAYLOAD, 65507)
+
+
+class CanonicalNameTests(SynchronousTestCase):
+    """
+    An ATYP 3 name, in a request or a UDP header, comes out in its one
+    canonical form; one that has none is refused with 0x04 at once (a UDP
+    header with a ProtocolError, so that the datagram is dropped).
+    """
+
+    CONFUSABLES = (
+        "\uff44\uff45\uff4e\uff49\uff45\uff44.test",
+        "den\u00adied.test",
+        "den\u200bied.test",
+        "denied\u3002test",
+        "DENIED.test.",
+    )
+    BAD = (
+        b"a..b.test",
+        b"a" * 64 + b".test",
+        ("\u00fc" * 60 + ".test").encode("utf-8"),
+        b".".join([b"a" * 63] * 4),
+        b"den ied.test",
+    )
+
+    def request(self, name: bytes, command=Command.CONNECT):
+        conn = connectionAt("request")
+        conn.receiveData(requestBytes(b"\x03" + bytes([len(name)]) + name + b"\x00\x50", command))
+        return conn.nextEvent()
+
+    def test_requestConfusables(self):
+        """
+        Fullwidth letters, U+00AD, U+200B, U+3002, case and a trailing dot
+        all give C{denied.test}, for every command.
+        """
+        for command in Command:
+            for name in self.CONFUSABLES:
+                event = self.request(name.encode("utf-8"), command)
+                self.assertEqual(event.host, "denied.test", (command, name))
+
+    def test_requestBadNames(self):
+        """
+        CONNECT, BIND and UDP ASSOCIATE with an empty label, a label over 63
+        bytes, a long IDN, a name over 253 bytes or a space get 0x04 at
+        once.
+        """
+        for command in Command:
+            for name in self.BAD:
+                e = self.assertRaises(ProtocolError, self.request, name, command)
+                self.assertEqual((e.reply, e.response), (Reply.HOST_UNREACHABLE, REP_04))
+
+    def test_udpHeaderConfusables(self):
+        """A UDP header's name comes out as C{denied.test} too."""
+        for name in self.CONFUSABLES:
+            raw = name.encode("utf-8")
+            header = parseUDPHeader(b"\x00\x00\x00\x03" + bytes([len(raw)]) + raw + b"\x00\x35")
+            self.assertEqual(header.host, "denied.test", name)
+
+    def test_udpHeaderBadNames(self):
+        """A UDP header with a name that has no canonical form raises ProtocolError."""
+        for name in self.BAD:
+            datagram = b"\x00\x00\x00\x03" + bytes([len(name)]) + name + b"\x00\x35x"
+            self.assertRaises(ProtocolError, parseUDPHeader, datagram)

@@ -409,3 +409,43 @@ class SizeCapTests(SynchronousTestCase):
         self.assertIs(conn.nextEvent(), NEED_DATA)
         conn.receiveData(b"x" * 10000)
         self.assertIs(conn.nextEvent(), NEED_DATA)
+
+
+class CanonicalNameTests(SynchronousTestCase):
+    """
+    A SOCKS4a name comes out in its one canonical form; one that has none is
+    refused with CD 91 at once.
+    """
+
+    def parse(self, name):
+        conn = SOCKS4ServerConnection()
+        conn.receiveData(request(Command4.CONNECT, 80, b"\x00\x00\x00\x01", b"", name))
+        return conn.nextEvent()
+
+    def test_confusables(self):
+        """
+        Fullwidth letters, U+00AD, U+200B, U+3002, case and a trailing dot
+        all give C{denied.test}.
+        """
+        for name in (
+            "\uff44\uff45\uff4e\uff49\uff45\uff44.test",
+            "den\u00adied.test",
+            "den\u200bied.test",
+            "denied\u3002test",
+            "DENIED.test.",
+        ):
+            self.assertEqual(self.parse(name.encode("utf-8")).host, "denied.test", name)
+
+    def test_badNames(self):
+        """
+        An empty label, a label over 63 bytes, a long IDN label and a name
+        over 253 bytes are refused with CD 91.
+        """
+        for name in (
+            b"a..b.test",
+            b"a" * 64 + b".test",
+            ("\u00fc" * 60 + ".test").encode("utf-8"),
+            b".".join([b"a" * 63] * 4),
+        ):
+            e = self.assertRaises(ProtocolError, self.parse, name)
+            self.assertEqual(e.response, REFUSAL, name)
