@@ -89,6 +89,7 @@ class SystemResolver(GAIResolver):
     Twisted's system resolver over a table: C{getaddrinfo} encodes the name
     with Python's IDNA codec first, as C{socket.getaddrinfo} does.
 
+    @ivar asked: every name the resolver was given, as given.
     @ivar looked: every name (as encoded) that was looked up.
     @ivar lost: the names whose lookup raised in the "thread".
     """
@@ -96,12 +97,14 @@ class SystemResolver(GAIResolver):
     def __init__(self, table: dict[str, str] | None = None) -> None:
         self.table = {"denied.test": DENIED_ADDRESS, "allowed.test": ALLOWED_ADDRESS}
         self.table.update(table or {})
+        self.asked: list[str] = []
         self.looked: list[str] = []
         self.lost: list[str] = []
         pool = _InlinePool()
         super().__init__(_InlineReactor(), lambda: pool, self._getaddrinfo)
 
     def _getaddrinfo(self, host: str, port: int, family: int, socktype: int) -> list[Any]:
+        self.asked.append(host)
         try:
             encoded = host.encode("idna").decode("ascii").lower().rstrip(".")
         except UnicodeError:
@@ -168,7 +171,7 @@ class ConnectTests(SynchronousTestCase):
                 answer = h.received()
                 self.assertTrue(answer.startswith(denied), (dialect, name, answer))
                 self.assertEqual(h.recorder.requests, [], (dialect, name))
-                self.assertEqual(resolver.looked, ["denied.test"], (dialect, name))
+                self.assertEqual(resolver.asked, ["denied.test"], (dialect, name))
                 self.assertEqual(h.protocol.session.destination, "denied.test:80")
                 self.assertEqual(h.protocol.session.details["rule"], "no denied.test")
 
@@ -181,7 +184,7 @@ class ConnectTests(SynchronousTestCase):
         h = self.harness(resolver)
         h.send(greeting(0x00) + socks5Request("bücher.test".encode("utf-8")))
         self.assertEqual(h.recorder.requests, [("xn--bcher-kva.test", 80)])
-        self.assertEqual(resolver.looked, ["xn--bcher-kva.test"])
+        self.assertEqual(resolver.asked, ["xn--bcher-kva.test"])
         self.assertEqual(h.protocol.session.destination, "xn--bcher-kva.test:80")
 
     def test_badNamesAnsweredAtOnce(self) -> None:
@@ -226,7 +229,7 @@ class ConnectTests(SynchronousTestCase):
         h.send(b"GET http://DENIED.test./ HTTP/1.1\r\nHost: DENIED.test.\r\n\r\n")
         answer = h.received()
         self.assertTrue(answer.startswith(b"HTTP/1.1 403 "), answer)
-        self.assertEqual(resolver.looked, ["denied.test"])
+        self.assertEqual(resolver.asked, ["denied.test"])
         self.assertEqual(h.protocol.session.destination, "denied.test:80")
 
     def test_originFormWithBadHostHeader(self) -> None:
@@ -268,7 +271,7 @@ class BindTests(SynchronousTestCase):
         h = BindHarness(bindOptions=BindOptions(), nameResolver=resolver)
         h.send(greeting(0x00) + socks5Request(CONFUSABLES[0].encode("utf-8"), 0, command=0x02))
         self.assertEqual(h.received()[:4], b"\x05\x00\x05\x00")
-        self.assertEqual(resolver.looked, ["denied.test"])
+        self.assertEqual(resolver.asked, ["denied.test"])
         self.assertEqual(
             h.protocol.session.details["expected"], f"denied.test({DENIED_ADDRESS})"
         )
@@ -332,7 +335,7 @@ class UDPTests(SynchronousTestCase):
         for name in CONFUSABLES:
             c.fromClient(udpDatagram(name.encode("utf-8"), 53, b"secret"))
         self.assertEqual(c.drops, {"denied": len(CONFUSABLES)})
-        self.assertEqual(h.resolver.looked, ["denied.test"])
+        self.assertEqual(h.resolver.asked, ["denied.test"])
         c.fromClient(udpDatagram(b"allowed.test", 53, b"hello"))
         self.assertEqual(self.sent(c), [(b"hello", (ALLOWED_ADDRESS, 53))])
 
@@ -408,4 +411,4 @@ class ResolveAddressesTests(SynchronousTestCase):
         resolver = SystemResolver()
         d = resolveAddresses(resolver, CONFUSABLES[0])
         self.assertEqual(self.successResultOf(d), (DENIED_ADDRESS,))
-        self.assertEqual(resolver.looked, ["denied.test"])
+        self.assertEqual(resolver.asked, ["denied.test"])
