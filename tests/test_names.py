@@ -195,6 +195,31 @@ class CanonicalNamePropertyTests(SynchronousTestCase):
             got = InvalidName
         self.assertEqual(got, expected)
 
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.text(alphabet=string.ascii_letters + string.digits + "-_", max_size=70),
+            min_size=1,
+            max_size=6,
+        ),
+        st.booleans(),
+    )
+    def test_fastPathEqualsFullPathAtTheLimits(self, labels: list[str], dot: bool) -> None:
+        """
+        For ASCII names near the length limits (labels of up to 70 bytes,
+        names of up to about 400), both paths agree too.
+        """
+        name = ".".join(labels) + ("." if dot else "")
+        try:
+            expected: object = _canonicalFull(name)
+        except InvalidName:
+            expected = InvalidName
+        try:
+            got: object = canonicalName(name)
+        except InvalidName:
+            got = InvalidName
+        self.assertEqual(got, expected)
+
     @settings(max_examples=500, deadline=None)
     @given(st.text(alphabet=_ALPHABET, max_size=80))
     def test_canonicalIsStable(self, name: str) -> None:
