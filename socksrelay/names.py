@@ -131,4 +131,3 @@ def _checkLengths(name: str, canonical: str, labels: list[str]) -> None:
         raise InvalidName(name, f"label longer than {MAX_LABEL} bytes")
     if len(canonical) > MAX_NAME:
         raise InvalidName(name, f"longer than {MAX_NAME} bytes")
-

@@ -17,8 +17,9 @@ A rule matches when every criterion it has matches:
     (C{.example.com}) that domain or any name under it.  Names are compared
     in their canonical form (L{socksrelay.names.canonicalName}: UTS #46
     mapping to A-labels, lower case, no trailing dot), both the rule's and
-    the destination's, so that C{ＤＥＮＩＥＤ.test}, C{den\u00adied.test} and
-    C{denied.test} are one name, and C{bücher.test} is C{xn--bcher-kva.test};
+    the destination's, so that C{ＤＥＮＩＥＤ.test}, C{denied.test} with a
+    soft hyphen (U+00AD) in it and C{denied.test} are one name, and
+    C{bücher.test} is C{xn--bcher-kva.test};
   - C{networks}: the destination's addresses are in these networks.  A name
     is judged on every address it resolves to: an C{allow} rule matches only
     when all of them are inside, a C{deny} rule when any of them is, so that

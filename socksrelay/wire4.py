@@ -17,6 +17,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from socksrelay.names import InvalidName
 from socksrelay.wire import (
     NEED_DATA,
     ProtocolError,
@@ -25,7 +26,6 @@ from socksrelay.wire import (
     canonicalHost,
     normaliseAddress,
 )
-from socksrelay.names import InvalidName
 
 SOCKS4_VERSION = 0x04
 #: The longest USERID or 4a host name accepted (without its NUL).

@@ -21,8 +21,6 @@ No query leaves the machine.
 from __future__ import annotations
 
 import os
-import re
-import socket
 import struct
 import tempfile
 
