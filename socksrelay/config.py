@@ -212,7 +212,12 @@ def _hosts(value: Any) -> tuple[str, ...]:
         try:
             name = canonicalPattern(item.strip())
         except InvalidName as e:
-            raise ValueError(f"hosts: {item!r} is not a host name ({e.why})") from None
+            hint = ""
+            if item.strip().startswith("*."):
+                hint = f"; write {item.strip()[1:]!r} for a domain and every name under it"
+            raise ValueError(
+                f"hosts: {item!r} is not a host name ({e.why}){hint}"
+            ) from None
         hosts.append(name)
     return tuple(hosts)
 
