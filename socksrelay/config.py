@@ -32,7 +32,14 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from socksrelay.rules import COMMAND_NAMES, PROTOCOL_NAMES, Policy, Rule
+from socksrelay.names import InvalidName
+from socksrelay.rules import (
+    COMMAND_NAMES,
+    PROTOCOL_NAMES,
+    Policy,
+    Rule,
+    canonicalPattern,
+)
 
 
 class ConfigError(Exception):
@@ -197,9 +204,15 @@ def _choices(value: Any, what: str, allowed: frozenset[str]) -> frozenset[str]:
 def _hosts(value: Any) -> tuple[str, ...]:
     hosts = []
     for item in _strings(value, "hosts"):
-        name = item.strip().rstrip(".").lower()
-        if not name or name == ".":
-            raise ValueError(f"hosts: {item!r} is not a host name")
+        try:
+            name = canonicalPattern(item.strip())
+        except InvalidName as e:
+            hint = ""
+            if item.strip().startswith("*."):
+                hint = f"; write {item.strip()[1:]!r} for a domain and every name under it"
+            raise ValueError(
+                f"hosts: {item!r} is not a host name ({e.why}){hint}"
+            ) from None
         hosts.append(name)
     return tuple(hosts)
 

@@ -26,6 +26,8 @@ from twisted.web.http import HTTPFactory
 from twisted.web.proxy import Proxy, ProxyClient, ProxyClientFactory, ProxyRequest
 
 from socksrelay.dialects import HTTP_REALM
+from socksrelay.httpwire import canonicalTargetHost
+from socksrelay.wire import ProtocolError
 
 #: Headers that belong to one connection, never forwarded (RFC 9110 7.6.1),
 #: plus the proxy's own credentials.
@@ -173,6 +175,11 @@ class ForwardRequest(ProxyRequest):
             parts = None  # type: ignore[assignment]
         if parts is None or parts.scheme != "http" or not host:
             self._answer(400, b"Bad Request", "only absolute http:// URIs are proxied")
+            return
+        try:
+            host = canonicalTargetHost(host)
+        except ProtocolError as e:
+            self._answer(400, b"Bad Request", e.message)
             return
         value = self.requestHeaders.getRawHeaders(b"proxy-authorization", [None])[0]
         d = channel.authorize(value.decode("latin-1") if value else None)

@@ -17,7 +17,15 @@ import binascii
 import re
 from dataclasses import dataclass
 
-from socksrelay.wire import NEED_DATA, ProtocolError, SingleRequestCodec, _NeedData
+from socksrelay.names import InvalidName
+from socksrelay.wire import (
+    NEED_DATA,
+    ProtocolError,
+    SingleRequestCodec,
+    _NeedData,
+    canonicalHost,
+    isIPLiteral,
+)
 
 #: The largest request head (request line and headers) accepted.
 MAX_HEAD = 16 * 1024
@@ -90,13 +98,17 @@ class HTTPRequestHead:
 
 def parseAuthority(target: str) -> tuple[str, int]:
     """
-    Parse a CONNECT target: C{host:port} or C{[v6]:port}.
+    Parse a CONNECT target: C{host:port} or C{[v6]:port}.  The host comes
+    back in its canonical form (L{socksrelay.wire.canonicalHost}); a target
+    read as Latin-1 (as the head is) that holds other than ASCII is taken as
+    the UTF-8 it was sent as.
 
-    @raise ProtocolError: with a 400 response, if it is not one.
+    @raise ProtocolError: with a 400 response, if it is not one, or if its
+        host is a name that has no canonical form.
     """
     if target.startswith("["):
         host, bracket, rest = target[1:].partition("]")
-        if not bracket or not rest.startswith(":"):
+        if not bracket or not rest.startswith(":") or not isIPLiteral(host):
             raise badRequest(f"bad CONNECT target {target!r}")
         portText = rest[1:]
     else:
@@ -113,7 +125,27 @@ def parseAuthority(target: str) -> tuple[str, int]:
         or not 0 < int(digits or "0") < 65536
     ):
         raise badRequest(f"bad CONNECT target {target!r}")
-    return host, int(digits)
+    return canonicalTargetHost(host), int(digits)
+
+
+def canonicalTargetHost(host: str) -> str:
+    """
+    The canonical form of the host of a request target (CONNECT or an
+    absolute URI).  A host that is not ASCII is decoded as UTF-8 from the
+    Latin-1 text the head was read as.
+
+    @raise ProtocolError: with a 400 response, if it is not UTF-8 or has no
+        canonical form.
+    """
+    if not host.isascii():
+        try:
+            host = host.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            raise badRequest(f"host {ascii(host)} is not UTF-8") from None
+    try:
+        return canonicalHost(host)
+    except InvalidName as e:
+        raise badRequest(str(e)) from None
 
 
 def parseBasicCredentials(value: str | None) -> tuple[bytes, bytes] | None:

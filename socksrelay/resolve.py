@@ -148,9 +148,21 @@ def resolveAddresses(
 ) -> Deferred[tuple[str, ...]]:
     """
     Resolve C{name} without blocking; the Deferred fires with its addresses
-    (an empty tuple when it does not resolve).
+    (an empty tuple when it does not resolve, at once when C{name} has no
+    canonical form or the resolver raises).  It never fails.
     """
+    from socksrelay.names import InvalidName
+    from socksrelay.wire import canonicalHost
+
     d: Deferred[tuple[str, ...]] = Deferred()
+    try:
+        # A name the resolver's IDNA codec refuses must never reach it: the
+        # system resolver raises that UnicodeError in its thread, where it
+        # is lost ("Unhandled error in Deferred") and no answer ever comes.
+        name = canonicalHost(name)
+    except InvalidName:
+        d.callback(())
+        return d
 
     def done(addresses: tuple[str, ...]) -> None:
         if not d.called:

@@ -14,7 +14,12 @@ A rule matches when every criterion it has matches:
   - C{protocols}: C{socks5}, C{socks4} (SOCKS4 and 4a) or C{http};
   - C{commands}: C{connect}, C{bind} or C{udp};
   - C{hosts}: the destination I{as asked} is one of these names, exactly, or
-    (C{.example.com}) that domain or any name under it;
+    (C{.example.com}) that domain or any name under it.  Names are compared
+    in their canonical form (L{socksrelay.names.canonicalName}: UTS #46
+    mapping to A-labels, lower case, no trailing dot), both the rule's and
+    the destination's, so that C{ＤＥＮＩＥＤ.test}, C{denied.test} with a
+    soft hyphen (U+00AD) in it and C{denied.test} are one name, and
+    C{bücher.test} is C{xn--bcher-kva.test};
   - C{networks}: the destination's addresses are in these networks.  A name
     is judged on every address it resolves to: an C{allow} rule matches only
     when all of them are inside, a C{deny} rule when any of them is, so that
@@ -31,7 +36,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence, Union
 
-from socksrelay.wire import normaliseAddress
+from socksrelay.names import InvalidName
+from socksrelay.wire import canonicalHost, normaliseAddress
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -66,6 +72,28 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return ipaddress.ip_address(normaliseAddress(text))
     except ValueError:
         return None
+
+
+def canonicalPattern(pattern: str) -> str:
+    """
+    The canonical form of an entry of a rule's C{hosts}: a name, an IP
+    address, or C{.domain} (that domain and every name under it).
+
+    @raise InvalidName: if the name in it has no canonical form.
+    """
+    if pattern.startswith(".") and len(pattern) > 1:
+        return "." + canonicalHost(pattern[1:])
+    return canonicalHost(pattern)
+
+
+@functools.lru_cache(maxsize=4096)
+def _comparable(host: str) -> str:
+    # Destinations arrive canonical from the codecs already; this keeps a
+    # query built elsewhere (embedding, tests) judged the same way.
+    try:
+        return canonicalHost(host)
+    except InvalidName:
+        return host.rstrip(".").lower()
 
 
 def _inAny(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: Iterable[Network]) -> bool:
@@ -127,6 +155,12 @@ class Rule:
     #: Only match clients that are I{not} in C{clients} (for defaults).
     clientsExcept: tuple[Network, ...] | None = field(default=None)
 
+    def __post_init__(self) -> None:
+        if self.hosts is not None:
+            object.__setattr__(
+                self, "hosts", tuple(canonicalPattern(p) for p in self.hosts)
+            )
+
     def matches(self, query: Query) -> bool:
         """
         Whether every criterion of this rule holds for C{query}.
@@ -181,7 +215,7 @@ class Rule:
         ).matches(query)
 
     def _hostMatches(self, host: str) -> bool:
-        name = host.rstrip(".").lower()
+        name = _comparable(host)
         for pattern in self.hosts or ():
             if pattern.startswith("."):
                 if name == pattern[1:] or name.endswith(pattern):

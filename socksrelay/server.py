@@ -1390,8 +1390,12 @@ class SOCKS5ServerFactory(Factory):
         from socksrelay.resolve import ResolverReactor, StaticResolver
 
         reactor = ResolverReactor(self.reactor, StaticResolver(addresses))
+        # The static resolver ignores the name; an address stands for it, as
+        # HostnameEndpoint refuses real names IDNA 2008 does not allow
+        # (C{_dmarc.example}, C{ab--cd.example}).
         return HostnameEndpoint(
-            reactor, host, port, timeout=self.connectTimeout, bindAddress=bindAddress
+            reactor, addresses[0], port, timeout=self.connectTimeout,
+            bindAddress=bindAddress,
         )
 
     def defaultEndpoint(

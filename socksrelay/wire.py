@@ -22,6 +22,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Union
 
+from socksrelay.names import canonicalName
+
 
 class AuthMethod(enum.IntEnum):
     """
@@ -151,7 +153,8 @@ class Request:
 
     @ivar command: the L{Command}.
     @ivar addressType: the L{AddressType} of the destination as sent.
-    @ivar host: the destination: an IP address in text form, or a name.
+    @ivar host: the destination: an IP address in text form, or a name in
+        its canonical form (L{canonicalHost}).
     @ivar port: the destination port.
     """
 
@@ -194,6 +197,20 @@ def normaliseAddress(host: str) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         return str(address.ipv4_mapped)
     return str(address)
+
+
+def canonicalHost(host: str) -> str:
+    """
+    The one form in which a destination is judged, resolved, logged and
+    recorded: an IP address normalised (L{normaliseAddress}), a name in its
+    canonical form (L{socksrelay.names.canonicalName}).
+
+    @raise socksrelay.names.InvalidName: if C{host} is a name with no
+        canonical form.
+    """
+    if isIPLiteral(host):
+        return normaliseAddress(host)
+    return canonicalName(host)
 
 
 def encodeAddress(host: str | None, port: int) -> bytes:
@@ -570,8 +587,9 @@ class SOCKS5ServerConnection(BufferedCodec):
             if len(buf) < end:
                 return NEED_DATA
             try:
-                host = _decodeName(bytes(buf[5 : end - 2]))
+                host = canonicalHost(_decodeName(bytes(buf[5 : end - 2])))
             except (ValueError, UnicodeDecodeError) as e:
+                # InvalidName is a ValueError too: refused at once.
                 raise ProtocolError(
                     f"bad domain name: {e}",
                     response=encodeReply(Reply.HOST_UNREACHABLE),
@@ -594,7 +612,8 @@ class UDPHeader:
 
     @ivar fragment: the FRAG field (0 for a whole datagram).
     @ivar addressType: the L{AddressType} as sent.
-    @ivar host: an IP address in text form, or a name.
+    @ivar host: an IP address in text form, or a name in its canonical
+        form (L{canonicalHost}).
     @ivar port: the port.
     @ivar length: how many bytes the header takes; the payload follows.
     """
@@ -641,7 +660,7 @@ def parseUDPHeader(datagram: bytes) -> UDPHeader:
         if len(datagram) < end + 2:
             raise ProtocolError("truncated name")
         try:
-            host = _decodeName(datagram[5:end])
+            host = canonicalHost(_decodeName(datagram[5:end]))
         except (ValueError, UnicodeDecodeError) as e:
             raise ProtocolError(f"bad domain name: {e}") from None
     (port,) = struct.unpack("!H", datagram[end : end + 2])

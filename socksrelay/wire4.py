@@ -17,11 +17,13 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from socksrelay.names import InvalidName
 from socksrelay.wire import (
     NEED_DATA,
     ProtocolError,
     SingleRequestCodec,
     _NeedData,
+    canonicalHost,
     normaliseAddress,
 )
 
@@ -58,7 +60,8 @@ class SOCKS4Request:
     A SOCKS4 or SOCKS4a request.
 
     @ivar command: the L{Command4}.
-    @ivar host: an IPv4 address in text form, or (4a) a name.
+    @ivar host: an IPv4 address in text form, or (4a) a name in its
+        canonical form (L{socksrelay.wire.canonicalHost}).
     @ivar port: the destination port.
     @ivar userid: the USERID field (no password exists in SOCKS4).
     @ivar socks4a: whether the request used the 4a name extension.
@@ -151,9 +154,11 @@ class SOCKS4ServerConnection(SingleRequestCodec):
             if not rawName:
                 raise self._refuse("empty SOCKS4a host name")
             try:
-                host = rawName.decode("utf-8")
+                host = canonicalHost(rawName.decode("utf-8"))
             except UnicodeDecodeError:
                 raise self._refuse("SOCKS4a host name is not UTF-8") from None
+            except InvalidName as e:
+                raise self._refuse(f"bad SOCKS4a host name: {e}") from None
         else:
             host = str(ipaddress.IPv4Address(ip))
         del buf[:end]

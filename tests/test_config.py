@@ -424,6 +424,19 @@ class ErrorTests(SynchronousTestCase):
             self.assertIn("hosts", message, bad)
             self.assertLine(message, 1, 3)
 
+    def test_hostWithoutCanonicalForm(self) -> None:
+        """
+        A host that has no canonical form (an empty label, a wildcard) is
+        refused, naming the line and why; a wildcard gets the C{.domain}
+        spelling as a hint.
+        """
+        message = self.error('[[rule]]\naction = "deny"\nhosts = ["a..b.test"]\n')
+        self.assertIn("empty label", message)
+        self.assertLine(message, 1, 3)
+        message = self.error('[[rule]]\naction = "deny"\nhosts = ["*.example.com"]\n')
+        self.assertIn("'.example.com'", message)
+        self.assertLine(message, 1, 3)
+
     def test_badName(self) -> None:
         """
         A rule name that is not a string is refused, naming the line.

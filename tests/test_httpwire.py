@@ -540,3 +540,59 @@ class LooksLikeHTTPTests(SynchronousTestCase):
         """Lowercase letters, digits, TLS and the bytes next to A-Z do not look like HTTP."""
         for byte in (b"g"[0], b"c"[0], b"a"[0], b"z"[0], 0x40, 0x5B, 0x30, 0x16, 0x00, 0xFF):
             self.assertFalse(looksLikeHTTP(byte), hex(byte))
+
+
+class CanonicalAuthorityTests(SynchronousTestCase):
+    """
+    L{parseAuthority} gives the host in its one canonical form, and refuses
+    a host that has none with 400 at once.
+    """
+
+    def targetFromTheWire(self, target: bytes) -> str:
+        conn = HTTPServerConnection()
+        conn.receiveData(b"CONNECT " + target + b" HTTP/1.1\r\n\r\n")
+        return conn.nextEvent().target
+
+    def test_confusablesFromTheWire(self):
+        """
+        UTF-8 fullwidth letters, U+00AD, U+200B and U+3002 in a CONNECT
+        target (read as Latin-1, like the whole head) all give the same
+        name, lower case and without a trailing dot.
+        """
+        for name in (
+            "\uff44\uff45\uff4e\uff49\uff45\uff44.test",
+            "den\u00adied.test",
+            "den\u200bied.test",
+            "denied\u3002test",
+            "DENIED.test.",
+        ):
+            target = self.targetFromTheWire(name.encode("utf-8") + b":443")
+            self.assertEqual(parseAuthority(target), ("denied.test", 443), name)
+
+    def test_uLabel(self):
+        """A UTF-8 U-label comes out as its A-label."""
+        target = self.targetFromTheWire("bücher.test:80".encode("utf-8"))
+        self.assertEqual(parseAuthority(target), ("xn--bcher-kva.test", 80))
+
+    def test_badNames(self):
+        """
+        An empty label, a label over 63 bytes, a name over 253 bytes, a
+        character no host name has, or bytes that are not UTF-8 (a Latin-1
+        soft hyphen) get 400.
+        """
+        for target in (
+            b"a..b.test:443",
+            b"a" * 64 + b".test:443",
+            b".".join([b"a" * 63] * 4) + b":443",
+            b"%64enied.test:443",
+            b"den\xadied.test:443",
+        ):
+            e = self.assertRaises(
+                ProtocolError, parseAuthority, self.targetFromTheWire(target)
+            )
+            assertStatus(self, e, 400)
+
+    def test_bracketedName(self):
+        """Brackets hold an IP address, never a name."""
+        e = self.assertRaises(ProtocolError, parseAuthority, "[denied.test]:443")
+        assertStatus(self, e, 400)

@@ -237,10 +237,11 @@ class ConnectPolicyTests(SynchronousTestCase):
     def test_hostRuleOnName(self) -> None:
         """
         A host rule is decided on the name as asked (a domain and its
-        subdomains), before connecting.
+        subdomains), before connecting; the name is resolved, as it is
+        judged, in its canonical form.
         """
         policy = Policy([Rule("deny", "no corp", hosts=(".corp.test",)), Rule("allow", "rest")])
-        resolver = TableResolver({"WWW.Corp.Test.": ("192.0.2.1",)})
+        resolver = TableResolver({"www.corp.test": ("192.0.2.1",)})
         h = self.harness(policy, nameResolver=resolver)
         h.send(greeting(0x00) + request("WWW.Corp.Test.", 80))
         self.assertDenied(h, "no corp")

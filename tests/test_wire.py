@@ -29,6 +29,8 @@ EARLY = b"\x05\x01\x00GET / HTTP/1.1\r\n\r\n"
 ZERO_ADDRESS = b"\x01\x00\x00\x00\x00\x00\x00"
 # Four 63-byte labels and three dots: the longest name ATYP 3 can carry.
 LONGEST_NAME = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 63])
+# The longest name DNS allows (253 bytes); with its trailing dot, 254.
+LONGEST_VALID_NAME = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
 # Whole error replies: VER REP RSV, then ATYP 1 with a zero address and port.
 REP_01 = b"\x05\x01\x00\x01\x00\x00\x00\x00\x00\x00"
 REP_04 = b"\x05\x04\x00\x01\x00\x00\x00\x00\x00\x00"
@@ -141,10 +143,26 @@ class FramingTests(SynchronousTestCase):
         tr(self, "request", data, expected)
 
     def test_requestLongestDomain(self):
-        """A 255-byte domain name is parsed."""
-        data = requestBytes(b"\x03\xff" + LONGEST_NAME.encode("ascii") + b"\xff\xff")
-        expected = Request(Command.CONNECT, AddressType.DOMAIN, LONGEST_NAME, 65535)
+        """
+        The longest name DNS allows, 253 bytes and a trailing dot, is parsed
+        (without the dot).
+        """
+        name = (LONGEST_VALID_NAME + ".").encode("ascii")
+        data = requestBytes(b"\x03\xfe" + name + b"\xff\xff")
+        expected = Request(Command.CONNECT, AddressType.DOMAIN, LONGEST_VALID_NAME, 65535)
         tr(self, "request", data, expected)
+
+    def test_requestOverlongDomain(self):
+        """
+        A 255-byte name (longer than DNS allows) is read whole and refused
+        at once with 0x04 (host unreachable).
+        """
+        data = requestBytes(b"\x03\xff" + LONGEST_NAME.encode("ascii") + b"\xff\xff")
+        conn = connectionAt("request")
+        conn.receiveData(data)
+        e = self.assertRaises(ProtocolError, conn.nextEvent)
+        self.assertEqual((e.reply, e.response), (Reply.HOST_UNREACHABLE, REP_04))
+        self.assertIn("longer than 253 bytes", e.message)
 
 
 class PipeliningTests(SynchronousTestCase):
@@ -315,11 +333,14 @@ class RequestTests(SynchronousTestCase):
         self.assertRequestError(data, Reply.HOST_UNREACHABLE, REP_04)
 
     def test_utf8Domain(self):
-        """An unencoded international name is decoded as UTF-8."""
+        """
+        An unencoded international name is decoded as UTF-8 and comes out
+        as its A-label form.
+        """
         name = "bücher.de".encode("utf-8")
         conn = connectionAt("request")
         conn.receiveData(requestBytes(b"\x03" + bytes([len(name)]) + name + b"\x00\x50"))
-        self.assertEqual(conn.nextEvent().host, "bücher.de")
+        self.assertEqual(conn.nextEvent().host, "xn--bcher-kva.de")
 
     def test_portBigEndian(self):
         """The port is read in network byte order: 1F 90 is 8080, not 36895."""
@@ -468,8 +489,8 @@ class RoundTripTests(SynchronousTestCase):
         table = [
             ("0.0.0.0", 0), ("192.0.2.1", 80), ("255.255.255.255", 65535),
             ("::1", 1080), ("2001:db8::8:800:200c:417a", 443), ("fe80::1", 256),
-            ("example.com", 8080), ("xn--bcher-kva.de", 1), ("bücher.de", 65534),
-            (LONGEST_NAME, 255),
+            ("example.com", 8080), ("xn--bcher-kva.de", 1),
+            (LONGEST_VALID_NAME, 255),
         ]
         results = []
         for host, port in table:
@@ -478,6 +499,16 @@ class RoundTripTests(SynchronousTestCase):
             event = conn.nextEvent()
             results.append((event.host, event.port))
         self.assertEqual(results, table)
+
+    def test_roundTripUnicodeName(self):
+        """
+        A name sent as UTF-8 (as L{encodeAddress} writes a U-label) is read
+        back as its canonical A-label form.
+        """
+        conn = connectionAt("request")
+        conn.receiveData(requestBytes(encodeAddress("bücher.de", 65534)))
+        event = conn.nextEvent()
+        self.assertEqual((event.host, event.port), ("xn--bcher-kva.de", 65534))
 
 
 class UDPHeaderTests(SynchronousTestCase):
@@ -532,10 +563,15 @@ class UDPHeaderTests(SynchronousTestCase):
         self.assertEqual(payload, self.PAYLOAD)
 
     def test_longestName(self):
-        """A 255-byte name is read whole and the payload starts right after its port."""
-        name = LONGEST_NAME.encode("ascii")
-        header, payload = self.parse(b"\x00\x00\x00\x03\xff" + name + b"\x00\x01xyz")
-        self.assertEqual((header.host, header.port, header.length), (LONGEST_NAME, 1, 262))
+        """
+        The longest name DNS allows (253 bytes and a dot) is read whole and
+        the payload starts right after its port.
+        """
+        name = (LONGEST_VALID_NAME + ".").encode("ascii")
+        header, payload = self.parse(b"\x00\x00\x00\x03\xfe" + name + b"\x00\x01xyz")
+        self.assertEqual(
+            (header.host, header.port, header.length), (LONGEST_VALID_NAME, 1, 261)
+        )
         self.assertEqual(payload, b"xyz")
 
     def test_headerOnly(self):
@@ -604,3 +640,65 @@ class UDPHeaderTests(SynchronousTestCase):
     def test_maxPayload(self):
         """MAX_UDP_PAYLOAD is the largest UDP payload over IPv4: 65535 - 20 - 8."""
         self.assertEqual(MAX_UDP_PAYLOAD, 65507)
+
+
+class CanonicalNameTests(SynchronousTestCase):
+    """
+    An ATYP 3 name, in a request or a UDP header, comes out in its one
+    canonical form; one that has none is refused with 0x04 at once (a UDP
+    header with a ProtocolError, so that the datagram is dropped).
+    """
+
+    CONFUSABLES = (
+        "\uff44\uff45\uff4e\uff49\uff45\uff44.test",
+        "den\u00adied.test",
+        "den\u200bied.test",
+        "denied\u3002test",
+        "DENIED.test.",
+    )
+    BAD = (
+        b"a..b.test",
+        b"a" * 64 + b".test",
+        ("\u00fc" * 60 + ".test").encode("utf-8"),
+        b".".join([b"a" * 63] * 4),
+        b"den ied.test",
+    )
+
+    def request(self, name: bytes, command=Command.CONNECT):
+        conn = connectionAt("request")
+        conn.receiveData(requestBytes(b"\x03" + bytes([len(name)]) + name + b"\x00\x50", command))
+        return conn.nextEvent()
+
+    def test_requestConfusables(self):
+        """
+        Fullwidth letters, U+00AD, U+200B, U+3002, case and a trailing dot
+        all give C{denied.test}, for every command.
+        """
+        for command in Command:
+            for name in self.CONFUSABLES:
+                event = self.request(name.encode("utf-8"), command)
+                self.assertEqual(event.host, "denied.test", (command, name))
+
+    def test_requestBadNames(self):
+        """
+        CONNECT, BIND and UDP ASSOCIATE with an empty label, a label over 63
+        bytes, a long IDN, a name over 253 bytes or a space get 0x04 at
+        once.
+        """
+        for command in Command:
+            for name in self.BAD:
+                e = self.assertRaises(ProtocolError, self.request, name, command)
+                self.assertEqual((e.reply, e.response), (Reply.HOST_UNREACHABLE, REP_04))
+
+    def test_udpHeaderConfusables(self):
+        """A UDP header's name comes out as C{denied.test} too."""
+        for name in self.CONFUSABLES:
+            raw = name.encode("utf-8")
+            header = parseUDPHeader(b"\x00\x00\x00\x03" + bytes([len(raw)]) + raw + b"\x00\x35")
+            self.assertEqual(header.host, "denied.test", name)
+
+    def test_udpHeaderBadNames(self):
+        """A UDP header with a name that has no canonical form raises ProtocolError."""
+        for name in self.BAD:
+            datagram = b"\x00\x00\x00\x03" + bytes([len(name)]) + name + b"\x00\x35x"
+            self.assertRaises(ProtocolError, parseUDPHeader, datagram)

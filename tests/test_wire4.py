@@ -30,6 +30,10 @@ CONNECT_4A_EVENT = SOCKS4Request(Command4.CONNECT, "example.com", 443, b"bob", T
 EARLY = b"\x04\x01\x00\x50\x7f\x00\x00\x01\x00GET / HTTP/1.1\r\n\r\n"
 # The whole CD 91 refusal: VN 0, CD 91, and a zero port and address.
 REFUSAL = b"\x00\x5b" + b"\x00" * 6
+# The longest name DNS allows (253 bytes) and a soft hyphen, which IDNA
+# deletes: a 255-byte SOCKS4a name field that is a valid name.
+LONGEST_VALID_NAME = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+LONGEST_NAME_FIELD = LONGEST_VALID_NAME.encode("ascii") + "\u00ad".encode("utf-8")
 
 
 def request(command, port, ip, userid, name=None):
@@ -122,15 +126,16 @@ class FramingTests(SynchronousTestCase):
 
     def test_longestUseridAndName(self):
         """A 255-byte USERID and a 255-byte SOCKS4a name are both accepted."""
-        userid, name = b"u" * 255, b"n" * 255
+        userid, name = b"u" * 255, LONGEST_NAME_FIELD
+        self.assertEqual(len(name), 255)
         data = request(Command4.CONNECT, 65535, b"\x00\x00\x00\x01", userid, name)
-        expected = SOCKS4Request(Command4.CONNECT, "n" * 255, 65535, userid, True)
+        expected = SOCKS4Request(Command4.CONNECT, LONGEST_VALID_NAME, 65535, userid, True)
         tr(self, data, expected)
 
     def test_utf8Name(self):
-        """A SOCKS4a name is decoded as UTF-8."""
+        """A SOCKS4a name is decoded as UTF-8 and comes out as its A-label form."""
         data = request(Command4.CONNECT, 80, b"\x00\x00\x00\x01", b"", "bücher.de".encode())
-        tr(self, data, SOCKS4Request(Command4.CONNECT, "bücher.de", 80, b"", True))
+        tr(self, data, SOCKS4Request(Command4.CONNECT, "xn--bcher-kva.de", 80, b"", True))
 
 
 class SOCKS4aDetectionTests(SynchronousTestCase):
@@ -368,13 +373,15 @@ class SizeCapTests(SynchronousTestCase):
     """The buffer holds at most the largest request plus maxEarlyData bytes."""
 
     # The largest request: 8-byte header, 255-byte USERID and name, two NULs.
-    LARGEST = request(Command4.CONNECT, 80, b"\x00\x00\x00\x01", b"u" * 255, b"n" * 255)
+    LARGEST = request(
+        Command4.CONNECT, 80, b"\x00\x00\x00\x01", b"u" * 255, LONGEST_NAME_FIELD
+    )
 
     def test_capAccepted(self):
         """The largest request followed by exactly maxEarlyData bytes is kept."""
         conn = SOCKS4ServerConnection(maxEarlyData=100)
         conn.receiveData(self.LARGEST + b"x" * 100)
-        self.assertEqual(conn.nextEvent().host, "n" * 255)
+        self.assertEqual(conn.nextEvent().host, LONGEST_VALID_NAME)
         self.assertEqual(conn.leftover(), b"x" * 100)
 
     def test_capExceededOneCall(self):
@@ -402,3 +409,43 @@ class SizeCapTests(SynchronousTestCase):
         self.assertIs(conn.nextEvent(), NEED_DATA)
         conn.receiveData(b"x" * 10000)
         self.assertIs(conn.nextEvent(), NEED_DATA)
+
+
+class CanonicalNameTests(SynchronousTestCase):
+    """
+    A SOCKS4a name comes out in its one canonical form; one that has none is
+    refused with CD 91 at once.
+    """
+
+    def parse(self, name):
+        conn = SOCKS4ServerConnection()
+        conn.receiveData(request(Command4.CONNECT, 80, b"\x00\x00\x00\x01", b"", name))
+        return conn.nextEvent()
+
+    def test_confusables(self):
+        """
+        Fullwidth letters, U+00AD, U+200B, U+3002, case and a trailing dot
+        all give C{denied.test}.
+        """
+        for name in (
+            "\uff44\uff45\uff4e\uff49\uff45\uff44.test",
+            "den\u00adied.test",
+            "den\u200bied.test",
+            "denied\u3002test",
+            "DENIED.test.",
+        ):
+            self.assertEqual(self.parse(name.encode("utf-8")).host, "denied.test", name)
+
+    def test_badNames(self):
+        """
+        An empty label, a label over 63 bytes, a long IDN label and a name
+        over 253 bytes are refused with CD 91.
+        """
+        for name in (
+            b"a..b.test",
+            b"a" * 64 + b".test",
+            ("\u00fc" * 60 + ".test").encode("utf-8"),
+            b".".join([b"a" * 63] * 4),
+        ):
+            e = self.assertRaises(ProtocolError, self.parse, name)
+            self.assertEqual(e.response, REFUSAL, name)
