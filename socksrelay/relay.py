@@ -16,7 +16,12 @@ from typing import Any, Callable
 
 from zope.interface import implementer
 
-from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
@@ -265,9 +270,21 @@ class RelayEnd(Protocol):
         Send EOF to this side once its buffer is flushed.
         """
         self._writeClosing = True
-        loseWrite = getattr(self.transport, "loseWriteConnection", None)
+        transport = self.transport
+        if ISSLTransport.providedBy(transport):
+            # Twisted's TLS has no half-close, and its C{loseWriteConnection}
+            # reaches through to the raw socket (no close_notify; the TLS
+            # layer then writes to a shut socket).  Close the TLS way: what
+            # is buffered, then close_notify; the client may still send
+            # until it answers with its own.  The peer that sent EOF
+            # produces nothing more, and a registered producer would hold
+            # the close_notify back.
+            transport.unregisterProducer()  # type: ignore[union-attr]
+            transport.loseConnection()  # type: ignore[union-attr]
+            return
+        loseWrite = getattr(transport, "loseWriteConnection", None)
         if loseWrite is None:
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            transport.loseConnection()  # type: ignore[union-attr]
         else:
             loseWrite()
 

@@ -20,6 +20,7 @@ from twisted.cred.portal import IRealm, Portal
 from twisted.internet import error
 from twisted.internet.address import IPv6Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -42,6 +43,7 @@ from tests.fakes import (
     Collector,
     PendingChecker,
     ProxyHarness,
+    RecordingTransport,
     UpperEcho,
     authRequest,
     connectInMemory,
@@ -1043,6 +1045,14 @@ class RelayTests(SynchronousTestCase):
         self.assertIsNotNone(client.lostReason)
 
 
+@implementer(ISSLTransport)
+class _TLSRecordingTransport(RecordingTransport):
+    """
+    A L{RecordingTransport} that says it is TLS, as Twisted's TLS transports
+    do (and, like them, still answers to C{loseWriteConnection}).
+    """
+
+
 class HalfCloseTests(SynchronousTestCase):
     """
     An EOF on one side becomes a write shutdown on the other.
@@ -1072,6 +1082,26 @@ class HalfCloseTests(SynchronousTestCase):
         outbound.readConnectionLost()
         self.assertEqual(h.transport.loseWriteConnectionCalls, 1)
         self.assertFalse(h.transport.disconnecting)
+        self.assertFalse(outboundTransport.disconnecting)
+        h.send(b"more")
+        self.assertEqual(outboundTransport.value(), b"more")
+
+    def test_destinationEOFToTLSClient(self) -> None:
+        """
+        EOF from the destination to a client on a TLS transport closes the
+        TLS way (the transport's own C{loseConnection}: buffered bytes, then
+        close_notify) instead of C{loseWriteConnection}, which would shut
+        the raw socket under the TLS layer; the destination's producer is
+        unregistered so that it cannot hold the close_notify back, and bytes
+        from the client still reach the destination.
+        """
+        h = ProxyHarness(transportFactory=_TLSRecordingTransport)
+        outbound, outboundTransport = h.connected()
+        self.assertIsNotNone(h.transport.producer)
+        outbound.readConnectionLost()
+        self.assertEqual(h.transport.loseWriteConnectionCalls, 0)
+        self.assertEqual(h.transport.loseConnectionCalls, 1)
+        self.assertIsNone(h.transport.producer)
         self.assertFalse(outboundTransport.disconnecting)
         h.send(b"more")
         self.assertEqual(outboundTransport.value(), b"more")
