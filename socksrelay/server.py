@@ -231,13 +231,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             # The client sends no more requests: close once the response in
             # progress (if any) is finished.
             self.session.noteClose("client EOF", "client")
-            pending = getattr(self._forward, "requests", None)
-            if pending:
-                pending[-1].notifyFinish().addBoth(
-                    lambda _: self.transport.loseConnection()  # type: ignore[union-attr]
-                )
-            else:
-                self.transport.loseConnection()  # type: ignore[union-attr]
+            self._forward.clientEOF()
             return
         if self._bindCleanup is not None and not self._ending:
             # Waiting for BIND's peer: an EOF cannot be told from a client
