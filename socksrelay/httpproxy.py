@@ -18,7 +18,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
-from twisted.internet.error import ConnectingCancelledError, TimeoutError
+from twisted.internet.error import ConnectBindError, ConnectingCancelledError, TimeoutError
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -204,6 +204,8 @@ class ForwardRequest(ProxyRequest):
             return
         if reason.check(Denied):
             self._answer(403, b"Forbidden", f"{host}:{port}: {reason.getErrorMessage()}")
+        elif reason.check(ConnectBindError):
+            self._answer(502, b"Bad Gateway", f"cannot bind the outgoing address: {reason.getErrorMessage()}")
         elif reason.check(TimeoutError, DeferredTimeoutError, ConnectingCancelledError):
             self._answer(504, b"Gateway Timeout", f"{host}:{port} did not answer in time")
         else:

@@ -8,6 +8,7 @@ L{MemoryReactorClock} and in-memory outbound endpoints, without a network.
 from __future__ import annotations
 
 import errno
+import os
 
 from zope.interface import implementer
 
@@ -813,6 +814,19 @@ class ReplyForFailureTests(SynchronousTestCase):
             Reply.ADDRESS_TYPE_NOT_SUPPORTED,
         )
 
+    def test_outgoingAddressNotBindable(self) -> None:
+        """
+        An outgoing address (C{external}) that cannot be bound, for any
+        reason (C{EADDRNOTAVAIL} included), is the proxy's failure, not the
+        destination's address type: 0x01, with a text naming the outgoing
+        address.
+        """
+        for code in (errno.EADDRNOTAVAIL, errno.EADDRINUSE, errno.EACCES):
+            exception = error.ConnectBindError(code, os.strerror(code))
+            reply, text = replyForFailure(Failure(exception))
+            self.assertEqual(reply, Reply.GENERAL_FAILURE)
+            self.assertIn("outgoing address", text)
+
     def test_anythingElse(self) -> None:
         """
         Any other exception maps to 0x01.
@@ -1311,6 +1325,54 @@ class SessionLogTests(SynchronousTestCase):
         [event] = sessionEvents(self.observer)
         self.assertIn("handshake timeout", event["reason"])
         self.assertEqual(event["duration"], 5)
+
+    def test_clientEOFInHandshake(self) -> None:
+        """
+        A client that sends EOF in the handshake (before its first byte, in
+        a SOCKS5 greeting or request, a SOCKS4 request or an HTTP head) ends
+        the session: C{closedBy} is C{client}, not C{proxy}.
+        """
+        for sent in (
+            b"",
+            b"\x05",
+            greeting(NO_AUTH),
+            greeting(NO_AUTH) + request("192.0.2.1", 80)[:5],
+            b"\x04\x01\x00\x50",
+            b"CONNECT example.com:443 HTTP/1.1\r\n",
+        ):
+            with self.subTest(sent=sent):
+                seen = len(sessionEvents(self.observer))
+                h = ProxyHarness()
+                if sent:
+                    h.send(sent)
+                h.protocol.readConnectionLost()
+                self.assertTrue(h.transport.disconnecting)
+                h.clientLost()
+                [event] = sessionEvents(self.observer)[seen:]
+                self.assertEqual(
+                    (event["closedBy"], event["reason"]),
+                    ("client", "client closed during the handshake"),
+                )
+
+    def test_protocolBeforeFirstByte(self) -> None:
+        """
+        A connection that ends before its first byte is logged with the
+        listener's protocol when it serves only one, and with none (C{None};
+        the metrics' C{unknown}) when it serves several: never a guess.
+        """
+        for protocols, expected in (
+            (("socks4",), "socks4"),
+            (("http",), "http"),
+            (("socks5",), "socks5"),
+            (("socks5", "socks4", "http"), None),
+            (("socks4", "http"), None),
+        ):
+            with self.subTest(protocols=protocols):
+                seen = len(sessionEvents(self.observer))
+                h = ProxyHarness(protocols=protocols)
+                h.clientLost()
+                [event] = sessionEvents(self.observer)[seen:]
+                self.assertEqual(event["protocol"], expected)
 
     def test_passwordNeverLogged(self) -> None:
         """
