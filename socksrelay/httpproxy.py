@@ -205,7 +205,8 @@ class ForwardRequest(ProxyRequest):
         if reason.check(Denied):
             self._answer(403, b"Forbidden", f"{host}:{port}: {reason.getErrorMessage()}")
         elif reason.check(ConnectBindError):
-            self._answer(502, b"Bad Gateway", f"cannot bind the outgoing address: {reason.getErrorMessage()}")
+            text = f"cannot bind the outgoing address: {reason.getErrorMessage()}"
+            self._answer(502, b"Bad Gateway", text)
         elif reason.check(TimeoutError, DeferredTimeoutError, ConnectingCancelledError):
             self._answer(504, b"Gateway Timeout", f"{host}:{port} did not answer in time")
         else:
@@ -286,13 +287,12 @@ class ForwardProxyChannel(Proxy):
         request is finished; at once when that request was cut short (its
         head or body incomplete), as it can never be answered.
         """
+        transport: Any = self.transport
         last = self.requests[-1] if self.requests else None
         if last is not None and last.received:
-            last.notifyFinish().addBoth(
-                lambda _: self.transport.loseConnection()  # type: ignore[union-attr]
-            )
+            last.notifyFinish().addBoth(lambda _: transport.loseConnection())
         else:
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         Proxy.connectionLost(self, reason)

@@ -270,7 +270,7 @@ class RelayEnd(Protocol):
         Send EOF to this side once its buffer is flushed.
         """
         self._writeClosing = True
-        transport = self.transport
+        transport: Any = self.transport
         if ISSLTransport.providedBy(transport):
             # Twisted's TLS has no half-close, and its C{loseWriteConnection}
             # reaches through to the raw socket (no close_notify; the TLS
@@ -279,12 +279,12 @@ class RelayEnd(Protocol):
             # until it answers with its own.  The peer that sent EOF
             # produces nothing more, and a registered producer would hold
             # the close_notify back.
-            transport.unregisterProducer()  # type: ignore[union-attr]
-            transport.loseConnection()  # type: ignore[union-attr]
+            transport.unregisterProducer()
+            transport.loseConnection()
             return
         loseWrite = getattr(transport, "loseWriteConnection", None)
         if loseWrite is None:
-            transport.loseConnection()  # type: ignore[union-attr]
+            transport.loseConnection()
         else:
             loseWrite()
 
