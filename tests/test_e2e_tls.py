@@ -15,6 +15,7 @@ import shutil
 import socket
 import ssl
 import tempfile
+import time
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -28,7 +29,10 @@ from tests.e2e import (
     SESSION_ENDED_RE,
     SOCKET_TIMEOUT,
     ProxyTestCase,
+    EchoServer,
+    LoopbackTCPServer,
     SourceServer,
+    abortSocket,
     digestOf,
     encodeGreeting,
     encodeRequest,
@@ -66,11 +70,13 @@ def writeSelfSignedPEM(path: str) -> None:
         f.write(certificate.public_bytes(serialization.Encoding.PEM))
 
 
-class TLSListenerTests(ProxyTestCase):
+class TLSTestCase(ProxyTestCase):
     """
-    A SOCKS5 tunnel through a TLS listener ends with a TLS close_notify,
-    and the proxy logs no traceback (L{ProxyTestCase} checks the log).
+    A proxy with a TLS listener (and C{tlsArgs}) beside its TCP one, and a
+    TLS client for it.
     """
+
+    tlsArgs: tuple[str, ...] = ()
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -79,6 +85,7 @@ class TLSListenerTests(ProxyTestCase):
         pem = os.path.join(cls.directory, "server.pem")
         writeSelfSignedPEM(pem)
         cls.proxyArgs = (
+            *cls.tlsArgs,
             "--port",
             f"ssl:0:privateKey={pem}:interface={LOOPBACK_V4}",
         )
@@ -120,6 +127,13 @@ class TLSListenerTests(ProxyTestCase):
             data += chunk
         self.fail("the TLS stream did not end")
 
+
+class TLSListenerTests(TLSTestCase):
+    """
+    A SOCKS5 tunnel through a TLS listener ends with a TLS close_notify,
+    and the proxy logs no traceback (L{ProxyTestCase} checks the log).
+    """
+
     def test_destinationCloseSendsCloseNotify(self) -> None:
         """
         When the destination closes, the client reads everything it sent
@@ -153,4 +167,56 @@ class TLSListenerTests(ProxyTestCase):
         result = source.waitResult()
         self.assertEqual(result["received"], b"after the close_notify")
         self.proxy.waitForLine(SESSION_ENDED_RE, since=mark)
+        self.assertEqual(self.proxy.linesMatching("Unhandled|Traceback", since=mark), [])
+
+    def test_destinationResetSendsCloseNotify(self) -> None:
+        """
+        When the destination resets its connection, the client still gets
+        a TLS close_notify (the destination's end must not close the raw
+        socket under the client's TLS layer as it stops its producer).
+        """
+        resetter = self.startTarget(ResetAfterSend())
+        mark = self.proxy.mark()
+        sock = self.tlsConnect()
+        self.socks5Tunnel(sock, resetter.address)
+        self.assertEqual(self.recvUntilCloseNotify(sock), b"bye")
+        sock.close()
+        self.proxy.waitForLine(SESSION_ENDED_RE, since=mark)
+        self.assertEqual(self.proxy.linesMatching("Unhandled|Traceback", since=mark), [])
+
+
+class ResetAfterSend(LoopbackTCPServer):
+    """
+    Sends C{bye}, waits for the bytes to be read, then resets the connection.
+    """
+
+    def handle(self, conn: socket.socket) -> None:
+        conn.sendall(b"bye")
+        time.sleep(0.2)
+        abortSocket(conn)
+        self.results.put(True)
+
+
+class TLSIdleTimeoutTests(TLSTestCase):
+    """
+    A relay through a TLS listener closed by the proxy's idle timeout.
+    """
+
+    tlsArgs = ("--idle-timeout", "1")
+
+    def test_idleTimeoutSendsCloseNotify(self) -> None:
+        """
+        When the idle timeout closes a tunnel, the TLS client gets a
+        close_notify (no SSLEOFError), not a TCP connection cut under the
+        TLS layer, and the session ends with the timeout as its reason.
+        """
+        echo = self.startTarget(EchoServer())
+        mark = self.proxy.mark()
+        sock = self.tlsConnect()
+        self.socks5Tunnel(sock, echo.address)
+        sock.sendall(b"ping")
+        self.assertEqual(sock.recv(4), b"ping")
+        self.assertEqual(self.recvUntilCloseNotify(sock), b"")
+        sock.close()
+        self.proxy.waitForLine(r"session ended: .*reason=idle timeout", since=mark)
         self.assertEqual(self.proxy.linesMatching("Unhandled|Traceback", since=mark), [])

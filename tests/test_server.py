@@ -1120,6 +1120,30 @@ class HalfCloseTests(SynchronousTestCase):
         h.send(b"more")
         self.assertEqual(outboundTransport.value(), b"more")
 
+    def test_tlsClientClosedGently(self) -> None:
+        """
+        When the destination is gone, a TLS client is closed with the TLS
+        transport's own C{loseConnection} once its producer is unregistered
+        (Twisted's TLS holds the close_notify back while one is registered).
+        """
+        h = ProxyHarness(transportFactory=_TLSRecordingTransport)
+        outbound, _ = h.connected()
+        outbound.connectionLost(Failure(ConnectionLost()))
+        self.assertIsNone(h.transport.producer)
+        self.assertEqual(h.transport.loseConnectionCalls, 1)
+
+    def test_tlsClientStoppedAsProducer(self) -> None:
+        """
+        The destination's transport stops its producer as it is lost; for a
+        TLS client that is a TLS close (C{loseConnection}), not the raw
+        socket's C{stopProducing}, which would cut it without close_notify.
+        """
+        h = ProxyHarness(transportFactory=_TLSRecordingTransport)
+        _, outboundTransport = h.connected()
+        outboundTransport.producer.stopProducing()
+        self.assertEqual(h.transport.loseConnectionCalls, 1)
+        self.assertNotEqual(h.transport.producerState, "stopped")
+
     def test_bothEOF(self) -> None:
         """
         Once both directions are shut down, both connections are closed.
