@@ -233,8 +233,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             self._end("client closed the UDP control connection", "client")
             return
         if self._forward is not None:
-            # The client sends no more requests: close once the response in
-            # progress (if any) is finished.
+            # The client sends no more requests: close once the response to
+            # a whole request is finished, at once if it cut one short.
             self.session.noteClose("client EOF", "client")
             self._forward.clientEOF()
             return

@@ -716,6 +716,19 @@ class ConnectFailureTests(SynchronousTestCase):
         self.assertEqual(self.harness.statuses, [502])
         self.assertFalse(self.harness.transport.disconnecting)
 
+    def test_outgoingAddressNotBindable(self) -> None:
+        """
+        An outgoing address that cannot be bound is answered 502 with a
+        text that names the outgoing address, not the destination, as the
+        cause.
+        """
+        status, _, body = self.failWith(
+            error.ConnectBindError(99, "Cannot assign requested address")
+        )
+        self.assertEqual(status, b"HTTP/1.1 502 Bad Gateway")
+        self.assertTrue(body.startswith(b"Bad Gateway: cannot bind the outgoing address: "))
+        self.assertEqual(self.harness.statuses, [502])
+
     def test_dnsFailure(self) -> None:
         """
         A name that does not resolve is answered 502.
