@@ -14,11 +14,11 @@ the server's own outbound endpoints (same resolver, same connect timeout).
 from __future__ import annotations
 
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
-from twisted.internet.error import ConnectingCancelledError, TimeoutError
+from twisted.internet.error import ConnectBindError, ConnectingCancelledError, TimeoutError
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -68,6 +68,30 @@ class Denied(Exception):
     def __init__(self, rule: str) -> None:
         super().__init__(f"denied by {rule}")
         self.rule = rule
+
+
+def forwardTarget(uri: bytes) -> tuple[SplitResult, str, int]:
+    """
+    Split the target of a forwarded request: an absolute C{http://} URI
+    with a host and, if given, a port from 1 to 65535 (80 when absent or
+    empty).
+
+    @return: the split URI, its host and the port.
+    @raise ValueError: with the text for a 400, if it is not one.
+    """
+    try:
+        parts = urlsplit(uri.decode("ascii"))
+        host = parts.hostname
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("only absolute http:// URIs are proxied") from None
+    if parts.scheme != "http" or not host:
+        raise ValueError("only absolute http:// URIs are proxied")
+    portText = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+    if not portText:
+        return parts, host, 80
+    if not (portText.isascii() and portText.isdigit()) or not 0 < int(portText) < 65536:
+        raise ValueError(f"bad port {portText!r} in the request URI")
+    return parts, host, int(portText)
 
 
 class _ForwardClient(ProxyClient):
@@ -164,17 +188,19 @@ class ForwardRequest(ProxyRequest):
     """
 
     _log = Logger()
+    #: The whole request (head and body) is in: it will be answered.
+    received = False
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self.received = True
+        ProxyRequest.requestReceived(self, command, path, version)
 
     def process(self) -> None:
         channel: ForwardProxyChannel = self.channel  # type: ignore[assignment]
         try:
-            parts = urlsplit(self.uri.decode("ascii"))
-            host, port = parts.hostname, parts.port or 80
-        except (UnicodeDecodeError, ValueError):
-            host = None
-            parts = None  # type: ignore[assignment]
-        if parts is None or parts.scheme != "http" or not host:
-            self._answer(400, b"Bad Request", "only absolute http:// URIs are proxied")
+            parts, host, port = forwardTarget(self.uri)
+        except ValueError as e:
+            self._answer(400, b"Bad Request", str(e))
             return
         try:
             host = canonicalTargetHost(host)
@@ -225,6 +251,9 @@ class ForwardRequest(ProxyRequest):
             return
         if reason.check(Denied):
             self._answer(403, b"Forbidden", f"{host}:{port}: {reason.getErrorMessage()}")
+        elif reason.check(ConnectBindError):
+            text = f"cannot bind the outgoing address: {reason.getErrorMessage()}"
+            self._answer(502, b"Bad Gateway", text)
         elif reason.check(TimeoutError, DeferredTimeoutError, ConnectingCancelledError):
             self._answer(504, b"Gateway Timeout", f"{host}:{port} did not answer in time")
         else:
@@ -276,6 +305,15 @@ class ForwardProxyChannel(Proxy):
     """
 
     requestFactory = ForwardRequest
+    #: Lines end in LF, with or without a CR before it (RFC 9112 section
+    #: 2.2), as in the first head, which L{socksrelay.httpwire} parsed:
+    #: twisted.web alone splits on CRLF only, and would wait for ever.
+    delimiter = b"\n"
+
+    def lineReceived(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        Proxy.lineReceived(self, line)
 
     def __init__(
         self,
@@ -289,6 +327,19 @@ class ForwardProxyChannel(Proxy):
         self.connect = connect
         self.noteRequest = noteRequest
         self.noteStatus = noteStatus
+
+    def clientEOF(self) -> None:
+        """
+        The client sends no more: close once the response to the last
+        request is finished; at once when that request was cut short (its
+        head or body incomplete), as it can never be answered.
+        """
+        transport: Any = self.transport
+        last = self.requests[-1] if self.requests else None
+        if last is not None and last.received:
+            last.notifyFinish().addBoth(lambda _: transport.loseConnection())
+        else:
+            transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         Proxy.connectionLost(self, reason)

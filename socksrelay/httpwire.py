@@ -210,6 +210,10 @@ class HTTPServerConnection(SingleRequestCodec):
             return NEED_DATA
         raw = bytes(buf[:size])
         lines = raw[:end].replace(b"\r\n", b"\n").split(b"\n")
+        if any(b"\r" in line for line in lines):
+            # A bare CR is no line ending here, and no part of a field
+            # either (RFC 9112 section 2.2).
+            raise badRequest("bare CR in the request head")
         parts = lines[0].split(b" ")
         if (
             len(parts) != 3

@@ -16,7 +16,12 @@ from typing import Any, Callable
 
 from zope.interface import implementer
 
-from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
@@ -45,6 +50,18 @@ def describeAddress(address: Any) -> str:
 
 
 RELAY_BUFFER = 256 * 1024
+
+
+def closeTransport(transport: Any) -> None:
+    """
+    Close C{transport} once what it holds is sent.  A TLS transport is
+    first freed of its producer (the relay's other side, which has nothing
+    more for a side being closed): Twisted's TLS sends its close_notify only
+    once no producer is registered.
+    """
+    if ISSLTransport.providedBy(transport):
+        transport.unregisterProducer()
+    transport.loseConnection()
 
 
 class Activity:
@@ -136,7 +153,12 @@ class ReadGate:
         self.resume("backpressure")
 
     def stopProducing(self) -> None:
-        self.transport.stopProducing()
+        if ISSLTransport.providedBy(self.transport):
+            # A TLS transport's stopProducing is its raw socket's, which
+            # would close under the TLS layer (no close_notify).
+            closeTransport(self.transport)
+        else:
+            self.transport.stopProducing()
 
 
 @implementer(IHalfCloseableProtocol)
@@ -265,9 +287,18 @@ class RelayEnd(Protocol):
         Send EOF to this side once its buffer is flushed.
         """
         self._writeClosing = True
-        loseWrite = getattr(self.transport, "loseWriteConnection", None)
+        transport: Any = self.transport
+        if ISSLTransport.providedBy(transport):
+            # Twisted's TLS has no half-close, and its C{loseWriteConnection}
+            # reaches through to the raw socket (no close_notify; the TLS
+            # layer then writes to a shut socket).  Close the TLS way: what
+            # is buffered, then close_notify; the client may still send
+            # until it answers with its own.
+            closeTransport(transport)
+            return
+        loseWrite = getattr(transport, "loseWriteConnection", None)
         if loseWrite is None:
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            transport.loseConnection()
         else:
             loseWrite()
 
@@ -286,7 +317,7 @@ class RelayEnd(Protocol):
             # Bytes the peer sent are still in the pipe: they go first.
             self.splicer.closeAfterDrain(self)
         else:
-            self.transport.loseConnection()
+            closeTransport(self.transport)
         if self._abortCall is None and self.reactor is not None and not self._lost:
             self._abortCall = self.reactor.callLater(self.closeTimeout, self._abort)
 
@@ -362,9 +393,15 @@ def splice(
             t.SEND_LIMIT = RELAY_BUFFER
     a.sendDirect = splicing.plainTCP(b.transport)
     b.sendDirect = splicing.plainTCP(a.transport)
-    if a.throttle is not None or b.throttle is not None:
+    if (
+        a.throttle is not None
+        or b.throttle is not None
+        or ISSLTransport.providedBy(a.transport)
+        or ISSLTransport.providedBy(b.transport)
+    ):
         # Throttled: each transport is registered through a ReadGate, so
-        # that backpressure and the throttle pause it independently.
+        # that backpressure and the throttle pause it independently.  TLS:
+        # the gate stops a TLS transport the TLS way.
         for end in (a, b):
             if end.readGate is None:
                 end.readGate = ReadGate(end.transport)

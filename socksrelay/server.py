@@ -80,6 +80,9 @@ def replyForFailure(reason: Failure) -> tuple[Reply, str]:
     a short text for the log.
     """
     value = reason.value
+    if isinstance(value, error.ConnectBindError):
+        # The proxy's own outgoing address (external), not the destination.
+        return Reply.GENERAL_FAILURE, f"cannot bind the outgoing address: {value}"
     if isinstance(value, error.ConnectionRefusedError):
         return Reply.CONNECTION_REFUSED, "connection refused"
     if isinstance(value, (error.DNSLookupError, error.UnknownHostError)):
@@ -158,6 +161,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             listener=describeAddress(self.transport.getHost()),  # type: ignore[union-attr]
             observers=factory.observers,
         )
+        # Until the first byte tells: the listener's only protocol, or none.
+        self.session.protocol = _onlyProtocol(factory.protocols)
         self.session.clientEnd = self
         factory.live.add(self)
         self.session.start()
@@ -225,37 +230,31 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             return
         if self._association is not None:
             self._association.close()
-            self._end("client closed the UDP control connection")
+            self._end("client closed the UDP control connection", "client")
             return
         if self._forward is not None:
-            # The client sends no more requests: close once the response in
-            # progress (if any) is finished.
+            # The client sends no more requests: close once the response to
+            # a whole request is finished, at once if it cut one short.
             self.session.noteClose("client EOF", "client")
-            pending = getattr(self._forward, "requests", None)
-            if pending:
-                pending[-1].notifyFinish().addBoth(
-                    lambda _: self.transport.loseConnection()  # type: ignore[union-attr]
-                )
-            else:
-                self.transport.loseConnection()  # type: ignore[union-attr]
+            self._forward.clientEOF()
             return
         if self._bindCleanup is not None and not self._ending:
             # Waiting for BIND's peer: an EOF cannot be told from a client
             # that has gone, so the BIND ends and its port closes at once.
             cleanup, self._bindCleanup = self._bindCleanup, None
             cleanup()
-            self._end("client closed while waiting for the BIND peer")
+            self._end("client closed while waiting for the BIND peer", "client")
             return
         self._clientEOF = True
         if not self._waiting and not self._ending:
-            self._end("client closed during the handshake")
+            self._end("client closed during the handshake", "client")
 
     def _processEvents(self) -> None:
         while not (self._waiting or self._ending):
             event = self._codec.nextEvent()
             if event is NEED_DATA:
                 if self._clientEOF:
-                    self._end("client closed during the handshake")
+                    self._end("client closed during the handshake", "client")
                 return
             if isinstance(event, Greeting):
                 self._greeting(event)
@@ -352,14 +351,14 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             self.session.reply = int(e.reply)
         self._end(f"protocol error: {e.message}")
 
-    def _end(self, reason: str) -> None:
+    def _end(self, reason: str, by: str = "proxy") -> None:
         """
         Close the client connection (after flushing what was written) and
-        record why.
+        record why, and who began it (C{"client"} for its EOF).
         """
         self._ending = True
         self.setTimeout(None)
-        self.session.noteClose(reason)
+        self.session.noteClose(reason, by)
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def timeoutConnection(self) -> None:
@@ -1139,6 +1138,14 @@ def _replyTextOf(response: bytes) -> str:
     if len(response) >= 2 and response[0] == 0x01:
         return f"auth 0x{response[1]:02x}"
     return f"0x{response[1]:02x}" if len(response) >= 2 else "-"
+
+
+def _onlyProtocol(protocols: frozenset[str]) -> str | None:
+    """
+    The protocol a listener serving C{protocols} speaks before a client's
+    first byte: its only one, or C{None} (not known yet) when it has several.
+    """
+    return next(iter(protocols)) if len(protocols) == 1 else None
 
 
 def _literalAddress(host: str) -> tuple[str] | None:

@@ -53,7 +53,9 @@ class Session:
         self.observers = tuple(observers)
         self.client = client
         self.listener = listener
-        self.protocol = "socks5"
+        #: C{socks5}, C{socks4}, C{socks4a}, C{http}; C{None} while (or if)
+        #: not known.
+        self.protocol: str | None = "socks5"
         self.method: str | None = None
         self.user: str | None = None
         self.command: str | None = None

@@ -598,7 +598,7 @@ class BindRelayTests(SynchronousTestCase):
         An EOF from the client while waiting for the peer (which cannot be
         told from a client that has gone) ends the BIND: the port is stopped
         at once, the timer cancelled and the client closed without a second
-        reply.
+        reply; the session was ended by the client.
         """
         h = BindHarness()
         h.bind("0.0.0.0", 0, early=b"request")
@@ -611,6 +611,7 @@ class BindRelayTests(SynchronousTestCase):
         self.assertEqual(
             h.protocol.session.reason, "client closed while waiting for the BIND peer"
         )
+        self.assertEqual(h.protocol.session.closedBy, "client")
 
     def test_eofWhileResolvingEnds(self) -> None:
         """

@@ -370,6 +370,54 @@ class ForwardedRequestTests(SynchronousTestCase):
         _, headers, _ = parseOriginRequest(origin.received)
         self.assertNotIn(b"content-length", headers)
 
+    def test_bareLineFeeds(self) -> None:
+        """
+        Heads whose lines end in a bare LF, or mix LF and CRLF, as
+        L{socksrelay.httpwire} accepts them, are forwarded: the first
+        request on a connection and the next one, with their headers.
+        """
+        h = ChannelHarness()
+        origin, pump = h.forward(
+            b"GET http://example.com/1 HTTP/1.1\nHost: x\nX-One: 1\n\n"
+        )
+        line, headers, _ = parseOriginRequest(origin.received)
+        self.assertEqual(line.split(b" ")[1], b"/1")
+        self.assertEqual(headers[b"x-one"], [b"1"])
+        h.respond(origin, pump, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+        origin, _ = h.forward(
+            b"POST http://example.org/2 HTTP/1.1\r\nX-Two: 2\n"
+            b"Content-Length: 3\r\n\nabc"
+        )
+        line, headers, body = parseOriginRequest(origin.received)
+        self.assertEqual(line.split(b" ")[:2], [b"POST", b"/2"])
+        self.assertEqual((headers[b"x-two"], body), ([b"2"], b"abc"))
+        self.assertEqual(h.recorder.requests, [("example.com", 80), ("example.org", 80)])
+
+    def test_badPort(self) -> None:
+        """
+        An absolute URI whose port is 0, over 65535 or not a number is
+        answered 400 naming the port, and nothing is connected (port 0 is
+        not taken for the default port 80).
+        """
+        for port in (b"0", b"65536", b"123456", b"x", b"-1", b"+80", b"8a"):
+            with self.subTest(port=port):
+                h = ChannelHarness()
+                h.send(b"GET http://example.com:" + port + b"/ HTTP/1.1\r\n\r\n")
+                status, _, body = parseHTTPResponse(h.received())
+                self.assertEqual(status, b"HTTP/1.1 400 Bad Request")
+                self.assertIn(b"bad port", body)
+                self.assertEqual(h.recorder.requests, [])
+
+    def test_defaultPort(self) -> None:
+        """
+        An absent or empty port in the URI is port 80.
+        """
+        for target in (b"http://example.com/", b"http://example.com:/"):
+            with self.subTest(target=target):
+                h = ChannelHarness()
+                h.send(b"GET " + target + b" HTTP/1.1\r\n\r\n")
+                self.assertEqual(h.recorder.requests, [("example.com", 80)])
+
     def assertBadRequest(self, target: bytes) -> None:
         """
         A request for C{target} is answered 400 with a text body, nothing is
@@ -544,6 +592,59 @@ class ResponseTests(SynchronousTestCase):
         self.assertEqual(h.authorized, [None, None])
 
 
+class ClientEOFTests(SynchronousTestCase):
+    """
+    L{ForwardProxyChannel.clientEOF}: the client has sent its last byte.
+    """
+
+    def test_noRequest(self) -> None:
+        """
+        With no request begun, the connection closes at once.
+        """
+        h = ChannelHarness()
+        h.channel.clientEOF()
+        self.assertTrue(h.transport.disconnecting)
+
+    def test_inBody(self) -> None:
+        """
+        In the middle of a request body the request can never be answered:
+        the connection closes at once and no origin is contacted.
+        """
+        h = ChannelHarness()
+        h.send(b"POST http://example.com/ HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        h.channel.clientEOF()
+        self.assertTrue(h.transport.disconnecting)
+        self.assertEqual(h.recorder.requests, [])
+
+    def test_inHead(self) -> None:
+        """
+        In the middle of a request head (here the second request on the
+        connection) the connection closes at once.
+        """
+        h = ChannelHarness()
+        origin, pump = h.forward(b"GET http://example.com/1 HTTP/1.1\r\n\r\n")
+        h.respond(origin, pump, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+        h.send(b"GET http://example.com/2 HTTP/1.1\r\nHost: ex")
+        h.channel.clientEOF()
+        self.assertTrue(h.transport.disconnecting)
+        self.assertEqual(h.recorder.requests, [("example.com", 80)])
+
+    def test_wholeRequestAnsweredFirst(self) -> None:
+        """
+        After a whole request, the connection stays open until its response
+        is finished, then closes.
+        """
+        h = ChannelHarness()
+        origin, pump = h.forward(b"GET http://example.com/ HTTP/1.1\r\n\r\n")
+        h.channel.clientEOF()
+        self.assertFalse(h.transport.disconnecting)
+        answer = h.respond(
+            origin, pump, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+        self.assertEqual(parseHTTPResponse(answer)[2], b"ok")
+        self.assertTrue(h.transport.disconnecting)
+
+
 class AuthorizationTests(SynchronousTestCase):
     """
     Each request is authorised by the channel's C{authorize} callable.
@@ -641,6 +742,19 @@ class ConnectFailureTests(SynchronousTestCase):
         self.assertIn(b"refused", body)
         self.assertEqual(self.harness.statuses, [502])
         self.assertFalse(self.harness.transport.disconnecting)
+
+    def test_outgoingAddressNotBindable(self) -> None:
+        """
+        An outgoing address that cannot be bound is answered 502 with a
+        text that names the outgoing address, not the destination, as the
+        cause.
+        """
+        status, _, body = self.failWith(
+            error.ConnectBindError(99, "Cannot assign requested address")
+        )
+        self.assertEqual(status, b"HTTP/1.1 502 Bad Gateway")
+        self.assertTrue(body.startswith(b"Bad Gateway: cannot bind the outgoing address: "))
+        self.assertEqual(self.harness.statuses, [502])
 
     def test_dnsFailure(self) -> None:
         """

@@ -350,6 +350,19 @@ class MalformedTests(SynchronousTestCase):
         for line in (b": value", b"X(Y): v", b" folded", b"\tfolded"):
             self.assertBadRequest(head(b"CONNECT h.example:1 HTTP/1.1", b"Host: h", line))
 
+    def test_bareCR(self):
+        """
+        A bare CR (one not followed by LF) in the request line or a header
+        is refused with 400: it is neither a line end nor part of a field
+        (RFC 9112 section 2.2), and an origin might split on it.
+        """
+        for data in (
+            b"GET http://h.example/\r HTTP/1.1\r\n\r\n",
+            head(b"GET http://h.example/ HTTP/1.1", b"X: a\rInjected: 1"),
+            b"GET http://h.example/ HTTP/1.1\nX: a\r\r\n\n",
+        ):
+            self.assertBadRequest(data)
+
     def test_errorClosesConnection(self):
         """After a ProtocolError nothing more is parsed, even a valid head."""
         conn = HTTPServerConnection()

@@ -8,6 +8,7 @@ L{MemoryReactorClock} and in-memory outbound endpoints, without a network.
 from __future__ import annotations
 
 import errno
+import os
 
 from zope.interface import implementer
 
@@ -20,6 +21,7 @@ from twisted.cred.portal import IRealm, Portal
 from twisted.internet import error
 from twisted.internet.address import IPv6Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -42,6 +44,7 @@ from tests.fakes import (
     Collector,
     PendingChecker,
     ProxyHarness,
+    RecordingTransport,
     UpperEcho,
     authRequest,
     connectInMemory,
@@ -811,6 +814,19 @@ class ReplyForFailureTests(SynchronousTestCase):
             Reply.ADDRESS_TYPE_NOT_SUPPORTED,
         )
 
+    def test_outgoingAddressNotBindable(self) -> None:
+        """
+        An outgoing address (C{external}) that cannot be bound, for any
+        reason (C{EADDRNOTAVAIL} included), is the proxy's failure, not the
+        destination's address type: 0x01, with a text naming the outgoing
+        address.
+        """
+        for code in (errno.EADDRNOTAVAIL, errno.EADDRINUSE, errno.EACCES):
+            exception = error.ConnectBindError(code, os.strerror(code))
+            reply, text = replyForFailure(Failure(exception))
+            self.assertEqual(reply, Reply.GENERAL_FAILURE)
+            self.assertIn("outgoing address", text)
+
     def test_anythingElse(self) -> None:
         """
         Any other exception maps to 0x01.
@@ -1043,6 +1059,14 @@ class RelayTests(SynchronousTestCase):
         self.assertIsNotNone(client.lostReason)
 
 
+@implementer(ISSLTransport)
+class _TLSRecordingTransport(RecordingTransport):
+    """
+    A L{RecordingTransport} that says it is TLS, as Twisted's TLS transports
+    do (and, like them, still answers to C{loseWriteConnection}).
+    """
+
+
 class HalfCloseTests(SynchronousTestCase):
     """
     An EOF on one side becomes a write shutdown on the other.
@@ -1075,6 +1099,50 @@ class HalfCloseTests(SynchronousTestCase):
         self.assertFalse(outboundTransport.disconnecting)
         h.send(b"more")
         self.assertEqual(outboundTransport.value(), b"more")
+
+    def test_destinationEOFToTLSClient(self) -> None:
+        """
+        EOF from the destination to a client on a TLS transport closes the
+        TLS way (the transport's own C{loseConnection}: buffered bytes, then
+        close_notify) instead of C{loseWriteConnection}, which would shut
+        the raw socket under the TLS layer; the destination's producer is
+        unregistered so that it cannot hold the close_notify back, and bytes
+        from the client still reach the destination.
+        """
+        h = ProxyHarness(transportFactory=_TLSRecordingTransport)
+        outbound, outboundTransport = h.connected()
+        self.assertIsNotNone(h.transport.producer)
+        outbound.readConnectionLost()
+        self.assertEqual(h.transport.loseWriteConnectionCalls, 0)
+        self.assertEqual(h.transport.loseConnectionCalls, 1)
+        self.assertIsNone(h.transport.producer)
+        self.assertFalse(outboundTransport.disconnecting)
+        h.send(b"more")
+        self.assertEqual(outboundTransport.value(), b"more")
+
+    def test_tlsClientClosedGently(self) -> None:
+        """
+        When the destination is gone, a TLS client is closed with the TLS
+        transport's own C{loseConnection} once its producer is unregistered
+        (Twisted's TLS holds the close_notify back while one is registered).
+        """
+        h = ProxyHarness(transportFactory=_TLSRecordingTransport)
+        outbound, _ = h.connected()
+        outbound.connectionLost(Failure(ConnectionLost()))
+        self.assertIsNone(h.transport.producer)
+        self.assertEqual(h.transport.loseConnectionCalls, 1)
+
+    def test_tlsClientStoppedAsProducer(self) -> None:
+        """
+        The destination's transport stops its producer as it is lost; for a
+        TLS client that is a TLS close (C{loseConnection}), not the raw
+        socket's C{stopProducing}, which would cut it without close_notify.
+        """
+        h = ProxyHarness(transportFactory=_TLSRecordingTransport)
+        _, outboundTransport = h.connected()
+        outboundTransport.producer.stopProducing()
+        self.assertEqual(h.transport.loseConnectionCalls, 1)
+        self.assertNotEqual(h.transport.producerState, "stopped")
 
     def test_bothEOF(self) -> None:
         """
@@ -1281,6 +1349,54 @@ class SessionLogTests(SynchronousTestCase):
         [event] = sessionEvents(self.observer)
         self.assertIn("handshake timeout", event["reason"])
         self.assertEqual(event["duration"], 5)
+
+    def test_clientEOFInHandshake(self) -> None:
+        """
+        A client that sends EOF in the handshake (before its first byte, in
+        a SOCKS5 greeting or request, a SOCKS4 request or an HTTP head) ends
+        the session: C{closedBy} is C{client}, not C{proxy}.
+        """
+        for sent in (
+            b"",
+            b"\x05",
+            greeting(NO_AUTH),
+            greeting(NO_AUTH) + request("192.0.2.1", 80)[:5],
+            b"\x04\x01\x00\x50",
+            b"CONNECT example.com:443 HTTP/1.1\r\n",
+        ):
+            with self.subTest(sent=sent):
+                seen = len(sessionEvents(self.observer))
+                h = ProxyHarness()
+                if sent:
+                    h.send(sent)
+                h.protocol.readConnectionLost()
+                self.assertTrue(h.transport.disconnecting)
+                h.clientLost()
+                [event] = sessionEvents(self.observer)[seen:]
+                self.assertEqual(
+                    (event["closedBy"], event["reason"]),
+                    ("client", "client closed during the handshake"),
+                )
+
+    def test_protocolBeforeFirstByte(self) -> None:
+        """
+        A connection that ends before its first byte is logged with the
+        listener's protocol when it serves only one, and with none (C{None};
+        the metrics' C{unknown}) when it serves several: never a guess.
+        """
+        for protocols, expected in (
+            (("socks4",), "socks4"),
+            (("http",), "http"),
+            (("socks5",), "socks5"),
+            (("socks5", "socks4", "http"), None),
+            (("socks4", "http"), None),
+        ):
+            with self.subTest(protocols=protocols):
+                seen = len(sessionEvents(self.observer))
+                h = ProxyHarness(protocols=protocols)
+                h.clientLost()
+                [event] = sessionEvents(self.observer)[seen:]
+                self.assertEqual(event["protocol"], expected)
 
     def test_passwordNeverLogged(self) -> None:
         """

@@ -1122,7 +1122,7 @@ class LifetimeTests(SynchronousTestCase):
     def test_eofEndsAssociation(self) -> None:
         """
         EOF on the control connection closes it, and its sockets are stopped
-        when it is gone.
+        when it is gone; the session was ended by the client.
         """
         h = UDPHarness()
         c = h.associated()
@@ -1133,6 +1133,7 @@ class LifetimeTests(SynchronousTestCase):
         self.assertEqual(h.reactor.openUDPPorts(), [])
         self.assertEqual(h.reactor.getDelayedCalls(), [])
         self.assertEqual(c.protocol.session.reason, "client closed the UDP control connection")
+        self.assertEqual(c.protocol.session.closedBy, "client")
 
     def test_idleTimeout(self) -> None:
         """
