@@ -1251,7 +1251,7 @@ class SOCKS5ServerFactory(Factory):
         self.zeroCopy = zeroCopy
         #: The limits (L{socksrelay.limits.Limits}) and their counts.
         self.admission = Admission(limits or Limits(), reactor.seconds)
-        self.throttles = ThrottleRegistry(reactor)
+        self.throttles = ThrottleRegistry(reactor, self.admission.limits.bandwidthBurst)
         #: The access policy (L{socksrelay.rules.Policy}), or C{None} to
         #: check nothing.
         self.policy = policy
@@ -1312,6 +1312,7 @@ class SOCKS5ServerFactory(Factory):
         self.methods = methodPreference(portal)
         self.policy = policy
         self.admission.limits = limits
+        self.throttles.burstSeconds = limits.bandwidthBurst
         if externals is not None:
             self.externals = tuple(externals)
         attributes = {
