@@ -6,7 +6,10 @@ realm, written here, whose avatars carry the policy attributes) and
 loopback targets.
 
 Two concurrent downloads of one user share the user's download limit: their
-total rate stays within 20% of it.
+total rate stays within 20% of it.  With the shipped configuration (the
+real C{twistd socks5 --auth users:FILE --config etc/socksrelay.toml}), a
+download, six sequential downloads and an upload each move at the user's
+limit within 20%.
 """
 
 from __future__ import annotations
@@ -208,3 +211,139 @@ class BandwidthTests(unittest.TestCase):
             for sock in held:
                 sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
+
+
+#: The limit of the shipped-defaults tests, bytes per second each way.
+SHIPPED_LIMIT = 1_000_000
+#: What one download or upload of those tests moves: 2.5 s at the limit.
+TRANSFER = 2_500_000
+#: The sequential sessions: six of 500 KB, 3 s at the limit in all.
+SEQUENTIAL = (6, 500_000)
+
+
+class ShippedDefaultsTests(unittest.TestCase):
+    """
+    A user's bandwidth limit with the shipped configuration: the real
+    C{twistd socks5 --auth users:FILE --config etc/socksrelay.toml}, users
+    with C{up}/C{down} of 1 MB/s, and real clients (curl, PySocks).  Each
+    test has a user of its own, since a user's balance outlives their
+    sessions.  The rates asserted are behaviour bounds (the limit holds
+    within 20% over a few seconds), not performance figures.
+    """
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        import bcrypt
+
+        from socksrelay.users import UserRecord, writeUsers
+        from tests.e2e import REPO_ROOT, ProxyProcess
+
+        super().setUpClass()
+        cls.directory = tempfile.mkdtemp(prefix="throttle-shipped-")
+        cls.addClassCleanup(shutil.rmtree, cls.directory, True)
+        usersPath = os.path.join(cls.directory, "users.db")
+        digest = bcrypt.hashpw(b"pw", bcrypt.gensalt(4))
+        writeUsers(
+            usersPath,
+            [
+                UserRecord(
+                    name, digest, bandwidthUp=SHIPPED_LIMIT, bandwidthDown=SHIPPED_LIMIT
+                )
+                for name in ("dave", "erin", "frank")
+            ],
+        )
+        cls.proxy = ProxyProcess(
+            [
+                "--auth", f"users:{usersPath}",
+                "--config", os.path.join(REPO_ROOT, "etc", "socksrelay.toml"),
+            ]
+        )
+        cls.addClassCleanup(cls.proxy.stop)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.proxy.stop()
+        tracebacks = [line for line in cls.proxy.snapshot() if "Traceback" in line]
+        if tracebacks:
+            raise AssertionError("the proxy log has tracebacks:\n" + cls.proxy.text())
+        super().tearDownClass()
+
+    def assertWithinLimit(self, moved: int, elapsed: float) -> None:
+        """
+        C{moved} bytes in C{elapsed} seconds is the limit, within 20%.
+        """
+        rate = moved / elapsed
+        message = f"{rate:.0f} B/s ({moved} bytes in {elapsed:.2f}s)"
+        self.assertGreater(rate, SHIPPED_LIMIT * 0.8, message)
+        self.assertLess(rate, SHIPPED_LIMIT * 1.2, message)
+
+    def curlDownload(self, user: str, target: "HTTPTarget") -> bytes:
+        """
+        Download C{target}'s body with curl through the proxy as C{user}.
+        """
+        from tests.e2e import runCurl
+
+        result = runCurl(
+            "--socks5", f"127.0.0.1:{self.proxy.port}",
+            "--proxy-user", f"{user}:pw", target.url(),
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout
+
+    def test_downloadHoldsLimit(self) -> None:
+        """
+        A 2.5 MB download with curl moves at the user's 1 MB/s, within
+        20%: the burst is a tenth of a second, not a full second.
+        """
+        from tests.e2e import HTTPTarget, pseudoRandomBytes
+
+        body = pseudoRandomBytes(TRANSFER, 21)
+        target = HTTPTarget(body)
+        self.addCleanup(target.stop)
+        start = time.monotonic()
+        received = self.curlDownload("dave", target)
+        elapsed = time.monotonic() - start
+        self.assertEqual(received, body)
+        self.assertWithinLimit(len(body), elapsed)
+
+    def test_sequentialDownloadsHoldLimit(self) -> None:
+        """
+        Six 500 KB downloads of one user, one after the other (a new
+        connection each), move at the user's 1 MB/s over all of them,
+        within 20%: a new session does not start with a fresh bucket.
+        """
+        from tests.e2e import HTTPTarget, pseudoRandomBytes
+
+        count, size = SEQUENTIAL
+        body = pseudoRandomBytes(size, 22)
+        target = HTTPTarget(body)
+        self.addCleanup(target.stop)
+        start = time.monotonic()
+        for _ in range(count):
+            self.assertEqual(self.curlDownload("erin", target), body)
+        elapsed = time.monotonic() - start
+        self.assertWithinLimit(count * size, elapsed)
+
+    def test_uploadHoldsLimit(self) -> None:
+        """
+        A 2.5 MB upload with PySocks moves at the user's 1 MB/s up, within
+        20%, as timed by the receiving server.
+        """
+        import socks
+
+        from tests.e2e import SinkServer, digestOf, pseudoRandomBytes
+
+        payload = pseudoRandomBytes(TRANSFER, 23)
+        sink = SinkServer()
+        self.addCleanup(sink.stop)
+        start = time.monotonic()
+        with socks.socksocket() as s:
+            s.set_proxy(socks.SOCKS5, LOOPBACK_V4, self.proxy.port, True, "frank", "pw")
+            s.settimeout(30)
+            s.connect((LOOPBACK_V4, sink.port))
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+            result = sink.waitResult(30.0)
+            elapsed = time.monotonic() - start
+        self.assertEqual(result, digestOf([payload]))
+        self.assertWithinLimit(len(payload), elapsed)
