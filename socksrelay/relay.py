@@ -370,7 +370,7 @@ def splice(
                 end.readGate = ReadGate(end.transport)
             if end.throttle is not None and hasattr(end.transport, "bufferSize"):
                 # Reads no larger than the user's burst (see throttle.py).
-                end.transport.bufferSize = end.throttle.readSize(
+                end.transport.bufferSize = end.throttle.readSize(  # type: ignore[union-attr]
                     end.throttleDirection, RELAY_BUFFER
                 )
         a.transport.registerProducer(b.readGate, True)  # type: ignore[union-attr]
