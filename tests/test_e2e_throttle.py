@@ -8,7 +8,8 @@ loopback targets.
 Two concurrent downloads of one user share the user's download limit: their
 total rate stays within 20% of it.  With the shipped configuration (the
 real C{twistd socks5 --auth users:FILE --config etc/socksrelay.toml}), a
-download, six sequential downloads and an upload each move at the user's
+download, ten sequential downloads, three overlapping ones and an upload
+each move at the user's
 limit within 20%.
 """
 
@@ -22,11 +23,22 @@ import threading
 import time
 import unittest
 
+import bcrypt
+import socks
+
+from socksrelay.users import UserRecord, writeUsers
 from tests.e2e import (
     LOOPBACK_V4,
+    REPO_ROOT,
+    HTTPTarget,
+    ProxyProcess,
+    SinkServer,
     SourceServer,
     TwistdProcess,
+    digestOf,
     drainDigest,
+    pseudoRandomBytes,
+    runCurl,
     socks5Connect,
 )
 
@@ -217,8 +229,8 @@ class BandwidthTests(unittest.TestCase):
 SHIPPED_LIMIT = 1_000_000
 #: What one download or upload of those tests moves: 2.5 s at the limit.
 TRANSFER = 2_500_000
-#: The sequential sessions: six of 500 KB, 3 s at the limit in all.
-SEQUENTIAL = (6, 500_000)
+#: The sequential sessions: ten of 300 KB, 3 s at the limit in all.
+SEQUENTIAL = (10, 300_000)
 
 
 class ShippedDefaultsTests(unittest.TestCase):
@@ -233,11 +245,6 @@ class ShippedDefaultsTests(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        import bcrypt
-
-        from socksrelay.users import UserRecord, writeUsers
-        from tests.e2e import REPO_ROOT, ProxyProcess
-
         super().setUpClass()
         cls.directory = tempfile.mkdtemp(prefix="throttle-shipped-")
         cls.addClassCleanup(shutil.rmtree, cls.directory, True)
@@ -249,7 +256,7 @@ class ShippedDefaultsTests(unittest.TestCase):
                 UserRecord(
                     name, digest, bandwidthUp=SHIPPED_LIMIT, bandwidthDown=SHIPPED_LIMIT
                 )
-                for name in ("dave", "erin", "frank")
+                for name in ("dave", "erin", "frank", "gina")
             ],
         )
         cls.proxy = ProxyProcess(
@@ -277,12 +284,10 @@ class ShippedDefaultsTests(unittest.TestCase):
         self.assertGreater(rate, SHIPPED_LIMIT * 0.8, message)
         self.assertLess(rate, SHIPPED_LIMIT * 1.2, message)
 
-    def curlDownload(self, user: str, target: "HTTPTarget") -> bytes:
+    def curlDownload(self, user: str, target: HTTPTarget) -> bytes:
         """
         Download C{target}'s body with curl through the proxy as C{user}.
         """
-        from tests.e2e import runCurl
-
         result = runCurl(
             "--socks5", f"127.0.0.1:{self.proxy.port}",
             "--proxy-user", f"{user}:pw", target.url(),
@@ -295,8 +300,6 @@ class ShippedDefaultsTests(unittest.TestCase):
         A 2.5 MB download with curl moves at the user's 1 MB/s, within
         20%: the burst is a tenth of a second, not a full second.
         """
-        from tests.e2e import HTTPTarget, pseudoRandomBytes
-
         body = pseudoRandomBytes(TRANSFER, 21)
         target = HTTPTarget(body)
         self.addCleanup(target.stop)
@@ -308,31 +311,65 @@ class ShippedDefaultsTests(unittest.TestCase):
 
     def test_sequentialDownloadsHoldLimit(self) -> None:
         """
-        Six 500 KB downloads of one user, one after the other (a new
-        connection each), move at the user's 1 MB/s over all of them,
-        within 20%: a new session does not start with a fresh bucket.
+        Ten 300 KB downloads of one user with PySocks, one after the other
+        (a new connection each), move at the user's 1 MB/s over all of
+        them, within 20%: a new session does not start with a fresh bucket.
         """
-        from tests.e2e import HTTPTarget, pseudoRandomBytes
-
         count, size = SEQUENTIAL
-        body = pseudoRandomBytes(size, 22)
-        target = HTTPTarget(body)
+        target = SourceServer(size, seed=22)
         self.addCleanup(target.stop)
         start = time.monotonic()
         for _ in range(count):
-            self.assertEqual(self.curlDownload("erin", target), body)
+            with socks.socksocket() as s:
+                s.set_proxy(socks.SOCKS5, LOOPBACK_V4, self.proxy.port, True, "erin", "pw")
+                s.settimeout(30)
+                s.connect((LOOPBACK_V4, target.port))
+                self.assertEqual(drainDigest(s, deadline=30.0), target.expected())
         elapsed = time.monotonic() - start
         self.assertWithinLimit(count * size, elapsed)
+
+    def pysocksDownload(self, user: str, target: SourceServer, results: list) -> None:
+        """
+        Download everything C{target} sends with PySocks as C{user}; append
+        the digest, or the error, to C{results}.
+        """
+        try:
+            with socks.socksocket() as s:
+                s.set_proxy(socks.SOCKS5, LOOPBACK_V4, self.proxy.port, True, user, "pw")
+                s.settimeout(30)
+                s.connect((LOOPBACK_V4, target.port))
+                results.append(drainDigest(s, deadline=30.0))
+        except (OSError, AssertionError) as e:  # reported to the test thread
+            results.append(("error", repr(e)))
+
+    def test_overlappingDownloadsHoldLimit(self) -> None:
+        """
+        Three 1 MB downloads of one user started 0.4 s apart, each while
+        the others run, move at the user's 1 MB/s in all, within 20%.
+        """
+        target = SourceServer(1_000_000, seed=24)
+        self.addCleanup(target.stop)
+        results: list = []
+        threads = [
+            threading.Thread(target=self.pysocksDownload, args=("gina", target, results))
+            for _ in range(3)
+        ]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+            time.sleep(0.4)
+        for t in threads:
+            t.join(40.0)
+        elapsed = time.monotonic() - start
+        self.assertFalse(any(t.is_alive() for t in threads))
+        self.assertEqual(results, [target.expected()] * 3)
+        self.assertWithinLimit(3_000_000, elapsed)
 
     def test_uploadHoldsLimit(self) -> None:
         """
         A 2.5 MB upload with PySocks moves at the user's 1 MB/s up, within
         20%, as timed by the receiving server.
         """
-        import socks
-
-        from tests.e2e import SinkServer, digestOf, pseudoRandomBytes
-
         payload = pseudoRandomBytes(TRANSFER, 23)
         sink = SinkServer()
         self.addCleanup(sink.stop)
