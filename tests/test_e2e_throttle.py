@@ -10,12 +10,13 @@ total rate stays within 20% of it.  With the shipped configuration (the
 real C{twistd socks5 --auth users:FILE --config etc/socksrelay.toml}), a
 download, ten sequential downloads, three overlapping ones and an upload
 each move at the user's
-limit within 20%.
+limit within 20%, and UDP datagrams over it are dropped.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -35,6 +36,7 @@ from tests.e2e import (
     SinkServer,
     SourceServer,
     TwistdProcess,
+    UDPEchoServer,
     digestOf,
     drainDigest,
     pseudoRandomBytes,
@@ -256,7 +258,7 @@ class ShippedDefaultsTests(unittest.TestCase):
                 UserRecord(
                     name, digest, bandwidthUp=SHIPPED_LIMIT, bandwidthDown=SHIPPED_LIMIT
                 )
-                for name in ("dave", "erin", "frank", "gina")
+                for name in ("dave", "erin", "frank", "gina", "hank")
             ],
         )
         cls.proxy = ProxyProcess(
@@ -384,3 +386,36 @@ class ShippedDefaultsTests(unittest.TestCase):
             elapsed = time.monotonic() - start
         self.assertEqual(result, digestOf([payload]))
         self.assertWithinLimit(len(payload), elapsed)
+
+    def test_datagramsOverLimitDropped(self) -> None:
+        """
+        Sixty 10 KB datagrams sent a millisecond apart: no more reach the
+        target than the burst, the rate over the sending time and one
+        datagram allow (within 20%), and the session line counts the rest
+        as dropped for bandwidth.
+        """
+        echo = UDPEchoServer()
+        self.addCleanup(echo.stop)
+        mark = self.proxy.mark()
+        payload = b"d" * 10_000
+        s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.set_proxy(socks.SOCKS5, LOOPBACK_V4, self.proxy.port, True, "hank", "pw")
+        s.settimeout(10)
+        with s:
+            s.sendto(payload, (LOOPBACK_V4, echo.port))  # associates
+            start = time.monotonic()
+            for _ in range(59):
+                s.sendto(payload, (LOOPBACK_V4, echo.port))
+                time.sleep(0.001)  # no more than the socket buffers hold
+            sending = time.monotonic() - start
+            time.sleep(0.5)  # the datagrams let through arrive
+        arrived = sum(len(data) for data, _ in echo.received)
+        allowed = 100_000 + sending * SHIPPED_LIMIT + len(payload)
+        self.assertGreater(arrived, 0)
+        self.assertLess(arrived, allowed * 1.2, f"{arrived} bytes in {sending:.3f}s")
+        line = self.proxy.waitForLine(
+            r"session ended.*user=hank command=UDP_ASSOCIATE", 10, since=mark
+        ).string
+        drops = re.search(r"drops=(\S+)", line)
+        self.assertIsNotNone(drops, line)
+        self.assertRegex(drops.group(1), r"bandwidth:[1-9]", line)
