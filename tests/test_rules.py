@@ -478,7 +478,9 @@ class DecideCommandTests(SynchronousTestCase):
         Deny rules with destination criteria followed by no rule that
         applies: no destination can be allowed, so the request is denied.
         """
-        policy = Policy([self.NO_LINK_LOCAL, Rule("allow", "tcp", commands=frozenset({"connect"}))])
+        policy = Policy(
+            [self.NO_LINK_LOCAL, Rule("allow", "tcp", commands=frozenset({"connect"}))]
+        )
         self.assertEqual(
             policy.decideCommand(self.command("udp")), Decision(False, "no rule matched")
         )

@@ -810,7 +810,8 @@ class ServerThrottleTests(SynchronousTestCase):
         unlimitedUp = Session(h2, "alice")
         unlimitedUp.transport.bufferSize = 65536  # type: ignore[attr-defined]
         h2.recorder.last.succeed()
-        self.assertEqual(unlimitedUp.transport.bufferSize, RELAY_BUFFER)  # type: ignore[attr-defined]
+        size = unlimitedUp.transport.bufferSize  # type: ignore[attr-defined]
+        self.assertEqual(size, RELAY_BUFFER)
 
     def test_noLimitsNoThrottle(self) -> None:
         """
