@@ -182,6 +182,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         if self._forward is not None:
             self.bytesIn += len(data)
             self._forward.dataReceived(data)
+            if self._throttle is not None:
+                self._throttle.spent(self, "up", len(data))
             return
         if self._ending or self._association is not None:
             # A UDP association's control connection carries nothing more.
@@ -761,6 +763,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
                         self.session.count("limit", reason=e.reason)
                         return f"limit: {e.reason}"
                     self._countedUser = user
+                self._forward.throttle = self._acquireThrottle()
             return None
 
         def refused(reason: Failure) -> str:

@@ -8,8 +8,8 @@ loopback targets.
 Two concurrent downloads of one user share the user's download limit: their
 total rate stays within 20% of it.  With the shipped configuration (the
 real C{twistd socks5 --auth users:FILE --config etc/socksrelay.toml}), a
-download, ten sequential downloads, three overlapping ones and an upload
-each move at the user's
+download, ten sequential downloads, three overlapping ones, an upload and a
+plain-HTTP forwarded download each move at the user's
 limit within 20%, and UDP datagrams over it are dropped.
 """
 
@@ -258,7 +258,7 @@ class ShippedDefaultsTests(unittest.TestCase):
                 UserRecord(
                     name, digest, bandwidthUp=SHIPPED_LIMIT, bandwidthDown=SHIPPED_LIMIT
                 )
-                for name in ("dave", "erin", "frank", "gina", "hank")
+                for name in ("dave", "erin", "frank", "gina", "hank", "ivan")
             ],
         )
         cls.proxy = ProxyProcess(
@@ -309,6 +309,21 @@ class ShippedDefaultsTests(unittest.TestCase):
         received = self.curlDownload("dave", target)
         elapsed = time.monotonic() - start
         self.assertEqual(received, body)
+        self.assertWithinLimit(len(body), elapsed)
+
+    def test_httpForwardingHoldsLimit(self) -> None:
+        """
+        A 2.5 MB download forwarded as plain HTTP (C{curl -x http://...},
+        no tunnel) moves at the user's 1 MB/s too, within 20%.
+        """
+        body = pseudoRandomBytes(TRANSFER, 25)
+        target = HTTPTarget(body)
+        self.addCleanup(target.stop)
+        start = time.monotonic()
+        result = runCurl("-x", f"http://ivan:pw@127.0.0.1:{self.proxy.port}", target.url())
+        elapsed = time.monotonic() - start
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, body)
         self.assertWithinLimit(len(body), elapsed)
 
     def test_sequentialDownloadsHoldLimit(self) -> None:

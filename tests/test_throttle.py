@@ -9,6 +9,7 @@ CONNECT, BIND and UDP alike.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from twisted.cred.checkers import (
@@ -812,6 +813,37 @@ class ServerThrottleTests(SynchronousTestCase):
         h2.recorder.last.succeed()
         size = unlimitedUp.transport.bufferSize  # type: ignore[attr-defined]
         self.assertEqual(size, RELAY_BUFFER)
+
+    def test_httpForwardingThrottled(self) -> None:
+        """
+        Plain-HTTP forwarding (C{GET http://...}) spends from the user's
+        budget too: over the download limit, reading from the origin
+        pauses until the tokens are back; over the upload limit, reading
+        from the client pauses.
+        """
+        h = throttledHarness(bandwidthDown=100_000, bandwidthUp=100_000)
+        credentials = base64.b64encode(b"alice:pw")
+        h.send(
+            b"GET http://192.0.2.1/ HTTP/1.1\r\nHost: 192.0.2.1\r\n"
+            b"Proxy-Authorization: Basic " + credentials + b"\r\n\r\n"
+        )
+        h.reactor.advance(0)
+        origin, originTransport = h.recorder.last.succeed()
+        throttle = h.factory.throttles.get("alice")
+        self.assertIsNotNone(throttle)
+        origin.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 120000\r\n\r\n")
+        origin.dataReceived(b"x" * 60_000)
+        self.assertEqual(originTransport.producerState, "paused")
+        h.reactor.advance(0.52)
+        self.assertEqual(originTransport.producerState, "producing")
+        h.send(
+            b"POST http://192.0.2.1/ HTTP/1.1\r\nHost: 192.0.2.1\r\n"
+            b"Proxy-Authorization: Basic " + credentials + b"\r\n"
+            b"Content-Length: 60000\r\n\r\n" + b"u" * 60_000
+        )
+        self.assertEqual(h.transport.producerState, "paused")
+        h.reactor.advance(0.7)
+        self.assertEqual(h.transport.producerState, "producing")
 
     def test_noLimitsNoThrottle(self) -> None:
         """
