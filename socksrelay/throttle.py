@@ -9,7 +9,8 @@ reading is paused (through its L{socksrelay.relay.ReadGate}, so that the
 peer's write buffer draining cannot resume it) and a timer resumes every
 paused end of that direction once the debt is paid.  Nothing is buffered
 beyond the one chunk already read.  UDP datagrams over the limit are
-dropped (L{UserThrottle.allowDatagram}).
+dropped (L{UserThrottle.allowDatagram}).  Plain-HTTP forwarding spends from
+the same buckets (L{socksrelay.httpproxy}).
 
 A bucket holds a burst of L{DEFAULT_BURST_SECONDS} of its rate (the
 C{[limits] bandwidth-burst} setting), and a throttled end reads at most that
