@@ -66,7 +66,10 @@ LIMIT_KEYS = {
     "handshakes": "handshakes",
     "rate": "rate",
     "burst": "burst",
+    "bandwidth-burst": "bandwidthBurst",
 }
+#: Limits that may be fractions.
+FRACTIONAL_LIMITS = {"rate", "bandwidth-burst"}
 
 RULE_KEYS = {
     "name",
@@ -337,7 +340,7 @@ def parseConfig(text: str, path: str = "<config>") -> Config:
             raise ConfigError(
                 f"{path}, line {line}: limit {key!r} must be a number, 0 for no limit"
             )
-        if key != "rate" and not float(value).is_integer():
+        if key not in FRACTIONAL_LIMITS and not float(value).is_integer():
             raise ConfigError(f"{path}, line {line}: limit {key!r} must be a whole number")
         config.limits[LIMIT_KEYS[key]] = value
     rules = data.get("rule", [])

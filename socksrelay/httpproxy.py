@@ -104,10 +104,13 @@ class _ForwardClient(ProxyClient):
 
     _gotStatus = False
     _log = Logger()
+    #: The user's throttle (L{ForwardProxyChannel.throttle}), if any.
+    _throttle: Any = None
 
     def connectionMade(self) -> None:
         self._headers: list[tuple[bytes, bytes]] = []
         self.father.outbound = self
+        self._throttle = getattr(self.father.channel, "throttle", None)
         if self.father._disconnected:
             # The client left while this connection was being made.
             self.transport.loseConnection()
@@ -166,6 +169,31 @@ class _ForwardClient(ProxyClient):
             if key.lower() not in skip:
                 ProxyClient.handleHeader(self, key, value)
         ProxyClient.handleEndHeaders(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Bytes from the origin: relayed, then spent from the user's download
+        budget (L{ForwardProxyChannel.throttle}), which pauses reading from
+        the origin while in debt.
+        """
+        ProxyClient.dataReceived(self, data)
+        if self._throttle is not None and self.transport is not None:
+            self._throttle.spent(self, "down", len(data))
+
+    def pauseReading(self, reason: str) -> None:
+        transport: Any = self.transport
+        if transport is not None and self.connected and not transport.disconnecting:
+            transport.pauseProducing()
+
+    def resumeReading(self, reason: str) -> None:
+        transport: Any = self.transport
+        if transport is not None and self.connected and not transport.disconnecting:
+            transport.resumeProducing()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._throttle is not None:
+            self._throttle.detach(self)
+        ProxyClient.connectionLost(self, reason)
 
     def handleResponseEnd(self) -> None:
         if not self._gotStatus and not self._finished:
@@ -314,6 +342,9 @@ class ForwardProxyChannel(Proxy):
         if line.endswith(b"\r"):
             line = line[:-1]
         Proxy.lineReceived(self, line)
+    #: The user's L{socksrelay.throttle.UserThrottle}, once a request of a
+    #: user with bandwidth limits has logged in.
+    throttle: Any = None
 
     def __init__(
         self,

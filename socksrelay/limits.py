@@ -14,6 +14,8 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
+from socksrelay.throttle import DEFAULT_BURST_SECONDS
+
 
 @dataclass
 class Limits:
@@ -29,6 +31,10 @@ class Limits:
         can share one IP address behind NAT.
     @ivar burst: how many new sessions a client IP may open at once (0: no
         more than one second's worth of C{rate}).
+    @ivar bandwidthBurst: how many seconds' worth of a user's bandwidth
+        limit (C{up}/C{down}) can pass at once, beyond the rate (at least
+        L{socksrelay.throttle.MIN_BURST} bytes); see
+        L{socksrelay.throttle}.
     """
 
     sessions: int = 10000
@@ -37,6 +43,7 @@ class Limits:
     handshakes: int = 1024
     rate: float = 0.0
     burst: int = 100
+    bandwidthBurst: float = DEFAULT_BURST_SECONDS
 
 
 class Refusal(Exception):

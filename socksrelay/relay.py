@@ -405,6 +405,11 @@ def splice(
         for end in (a, b):
             if end.readGate is None:
                 end.readGate = ReadGate(end.transport)
+            if end.throttle is not None and hasattr(end.transport, "bufferSize"):
+                # Reads no larger than the user's burst (see throttle.py).
+                end.transport.bufferSize = end.throttle.readSize(  # type: ignore[union-attr]
+                    end.throttleDirection, RELAY_BUFFER
+                )
         a.transport.registerProducer(b.readGate, True)  # type: ignore[union-attr]
         b.transport.registerProducer(a.readGate, True)  # type: ignore[union-attr]
     else:

@@ -290,17 +290,27 @@ class Policy:
     def decideCommand(self, query: Query) -> Decision:
         """
         Decide a BIND or UDP ASSOCIATE request before any destination is
-        known: denied only when the first rule that could apply is a C{deny}
-        with no destination criteria; when a rule's outcome depends on the
-        destination, the request is let through, and every peer or datagram
-        is decided later with L{decide}.
+        known: denied when no destination could be allowed, that is when
+        the first rule without destination criteria that applies is a
+        C{deny} (or none applies) and no C{allow} rule with destination
+        criteria comes before it.  A C{deny} rule with destination criteria
+        refuses only some destinations, so the rules after it are looked at
+        too.  Otherwise the request is let through, and every peer or
+        datagram is decided later with L{decide}.
         """
+        perDestination: Rule | None = None
         for rule in self.rules:
             if not rule.matchesApartFromDestination(query):
                 continue
             if rule.hasDestinationCriteria:
-                return Decision(True, f"{rule.name} (decided per destination)")
-            return Decision(rule.action == "allow", rule.name)
+                if rule.action == "allow" and perDestination is None:
+                    perDestination = rule
+                continue
+            if rule.action == "allow" or perDestination is None:
+                return Decision(rule.action == "allow", rule.name)
+            break
+        if perDestination is not None:
+            return Decision(True, f"{perDestination.name} (decided per destination)")
         return Decision(False, "no rule matched")
 
     def decide(self, query: Query) -> Decision:

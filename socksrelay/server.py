@@ -187,6 +187,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         if self._forward is not None:
             self.bytesIn += len(data)
             self._forward.dataReceived(data)
+            if self._throttle is not None:
+                self._throttle.spent(self, "up", len(data))
             return
         if self._ending or self._association is not None:
             # A UDP association's control connection carries nothing more.
@@ -760,6 +762,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
                         self.session.count("limit", reason=e.reason)
                         return f"limit: {e.reason}"
                     self._countedUser = user
+                self._forward.throttle = self._acquireThrottle()
             return None
 
         def refused(reason: Failure) -> str:
@@ -1258,7 +1261,7 @@ class SOCKS5ServerFactory(Factory):
         self.zeroCopy = zeroCopy
         #: The limits (L{socksrelay.limits.Limits}) and their counts.
         self.admission = Admission(limits or Limits(), reactor.seconds)
-        self.throttles = ThrottleRegistry(reactor)
+        self.throttles = ThrottleRegistry(reactor, self.admission.limits.bandwidthBurst)
         #: The access policy (L{socksrelay.rules.Policy}), or C{None} to
         #: check nothing.
         self.policy = policy
@@ -1319,6 +1322,7 @@ class SOCKS5ServerFactory(Factory):
         self.methods = methodPreference(portal)
         self.policy = policy
         self.admission.limits = limits
+        self.throttles.burstSeconds = limits.bandwidthBurst
         if externals is not None:
             self.externals = tuple(externals)
         attributes = {

@@ -9,19 +9,36 @@ reading is paused (through its L{socksrelay.relay.ReadGate}, so that the
 peer's write buffer draining cannot resume it) and a timer resumes every
 paused end of that direction once the debt is paid.  Nothing is buffered
 beyond the one chunk already read.  UDP datagrams over the limit are
-dropped (L{UserThrottle.allowDatagram}).
+dropped (L{UserThrottle.allowDatagram}).  Plain-HTTP forwarding spends from
+the same buckets (L{socksrelay.httpproxy}).
+
+A bucket holds a burst of L{DEFAULT_BURST_SECONDS} of its rate (the
+C{[limits] bandwidth-burst} setting), and a throttled end reads at most that
+much at a time (L{UserThrottle.readSize}), so that a transfer of a few
+seconds moves at the rate, give or take a burst and one read.
 
 L{ThrottleRegistry} (one per server factory) keeps one throttle per user
-name, counting the sessions that use it; the throttle is removed, and its
-timers cancelled, when the user's last session ends.
+name, counting the sessions that use it.  When the user's last session ends
+its timers are cancelled, but the throttle is kept until its buckets would
+have refilled (a user cannot get a fresh burst by reconnecting, nor leave a
+debt unpaid); then it equals a new one and is forgotten, at the next use of
+the registry.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-#: The smallest burst (bucket capacity) in bytes.
-MIN_BURST = 65536
+#: The smallest burst (bucket capacity) in bytes, and the smallest read of a
+#: throttled end: a slow rate still reads in chunks worth a system call.
+MIN_BURST = 4096
+
+#: The default burst: this many seconds' worth of a user's rate.
+DEFAULT_BURST_SECONDS = 0.1
+
+#: The registry looks for users to forget at most this often (seconds).
+SWEEP_INTERVAL = 1.0
 
 UP = "up"
 DOWN = "down"
@@ -56,8 +73,14 @@ class TokenBucket:
             return 0.0
         return -self.tokens / self.rate
 
+    def fullIn(self) -> float:
+        """
+        Seconds until the bucket is full again, as of its last refill.
+        """
+        return max(0.0, (self.capacity - self.tokens) / self.rate)
 
-def burstFor(rate: float, burstSeconds: float) -> float:
+
+def burstFor(rate: float, burstSeconds: float = DEFAULT_BURST_SECONDS) -> float:
     """
     The capacity of a bucket of C{rate}: C{burstSeconds} worth of it, and no
     less than L{MIN_BURST}.
@@ -81,33 +104,75 @@ class UserThrottle:
         reactor: Any,
         up: int | None,
         down: int | None,
-        burstSeconds: float = 1.0,
+        burstSeconds: float = DEFAULT_BURST_SECONDS,
     ) -> None:
         self._reactor = reactor
-        self._burstSeconds = burstSeconds
+        self.burstSeconds = burstSeconds
         self._buckets: dict[str, TokenBucket] = {}
         self._paused: dict[str, list[Any]] = {UP: [], DOWN: []}
         self._timers: dict[str, Any] = {}
         self.rates: dict[str, int | None] = {}
         self.setRates(up, down)
 
-    def setRates(self, up: int | None, down: int | None) -> None:
+    def setRates(
+        self, up: int | None, down: int | None, burstSeconds: float | None = None
+    ) -> None:
         """
-        Set (or change) the limits; a changed rate starts a full bucket.
+        Set (or change) the limits, and the burst if given.  A changed
+        bucket keeps its balance (no more than its new capacity): changing
+        a rate neither forgives a debt nor grants a fresh burst.
         """
+        if burstSeconds is not None:
+            self.burstSeconds = burstSeconds
         now = self._reactor.seconds()
         for direction, rate in ((UP, up), (DOWN, down)):
             rate = rate or None
-            if self.rates.get(direction) == rate and (rate is None or direction in self._buckets):
+            old = self._buckets.get(direction)
+            if rate is None:
+                self.rates[direction] = None
+                if old is not None:
+                    del self._buckets[direction]
+                    self._wake(direction)
+                continue
+            capacity = burstFor(rate, self.burstSeconds)
+            if old is not None and old.rate == rate and old.capacity == capacity:
                 continue
             self.rates[direction] = rate
-            if rate is None:
-                self._buckets.pop(direction, None)
-                self._wake(direction)
-            else:
-                self._buckets[direction] = TokenBucket(
-                    rate, burstFor(rate, self._burstSeconds), now
+            bucket = TokenBucket(rate, capacity, now)
+            if old is not None:
+                bucket.tokens = min(capacity, old.refill(now))
+            self._buckets[direction] = bucket
+            timer = self._timers.pop(direction, None)
+            if timer is not None and timer.active():
+                timer.cancel()
+            if self._paused[direction]:
+                self._timers[direction] = self._reactor.callLater(
+                    bucket.delay(), self._refilled, direction
                 )
+
+    def readSize(self, direction: str, default: int) -> int:
+        """
+        How much an end of C{direction} should read at a time: at most
+        C{default}, and no more than the bucket holds (at least
+        L{MIN_BURST}), so that one read cannot overshoot the limit by more
+        than a burst.
+        """
+        bucket = self._buckets.get(direction)
+        if bucket is None:
+            return default
+        return max(MIN_BURST, min(default, int(bucket.capacity)))
+
+    def fullAt(self) -> float:
+        """
+        When every bucket will be full again (now, if they are): from then
+        on this throttle is the same as a new one.
+        """
+        now = self._reactor.seconds()
+        later = 0.0
+        for bucket in self._buckets.values():
+            bucket.refill(now)
+            later = max(later, bucket.fullIn())
+        return now + later
 
     def limits(self, direction: str) -> bool:
         """
@@ -141,11 +206,13 @@ class UserThrottle:
         """
         Whether a datagram of C{count} bytes may pass now (its tokens are
         then taken); a datagram over the limit is to be dropped, not queued.
+        One larger than the whole bucket passes when the bucket is full,
+        leaving a debt that later datagrams wait for.
         """
         bucket = self._buckets.get(direction)
         if bucket is None:
             return True
-        if bucket.refill(self._reactor.seconds()) < count:
+        if bucket.refill(self._reactor.seconds()) < min(count, bucket.capacity):
             return False
         bucket.tokens -= count
         return True
@@ -194,7 +261,8 @@ class UserThrottle:
 
     def stop(self) -> None:
         """
-        Cancel every timer (the last session ended).
+        Cancel every timer (the last session ended); the balance stays, for
+        the user's next session (L{ThrottleRegistry}).
         """
         self.stopped = True
         for timer in self._timers.values():
@@ -223,16 +291,25 @@ def avatarRates(avatar: Any) -> tuple[int | None, int | None]:
 class ThrottleRegistry:
     """
     The throttles of a server, one per user name, shared by that user's
-    sessions and removed when the last of them ends.
+    sessions.  When the last of them ends the throttle's timers stop, but
+    it is kept until its buckets would be full again, so that the user's
+    next session continues from its balance; then it is forgotten.  Idle
+    throttles are looked for at most every L{SWEEP_INTERVAL} seconds, when
+    a session starts or ends: no timer per user, and the table holds no
+    more than the users seen within a refill time.
 
     @ivar burstSeconds: how many seconds' worth of its rate a bucket holds
         (at least L{MIN_BURST} bytes).
     """
 
-    def __init__(self, reactor: Any, burstSeconds: float = 1.0) -> None:
+    def __init__(self, reactor: Any, burstSeconds: float = DEFAULT_BURST_SECONDS) -> None:
         self.reactor = reactor
         self.burstSeconds = burstSeconds
         self._throttles: dict[str, tuple[UserThrottle, int]] = {}
+        #: Users without a live session, to when their buckets are full.
+        self._idle: dict[str, float] = {}
+        self._nextSweep = math.inf
+        self._lastSweep = -math.inf
 
     def acquire(self, user: str | None, up: int | None, down: int | None) -> UserThrottle:
         """
@@ -240,6 +317,7 @@ class ThrottleRegistry:
         (made if needed, its rates updated).  C{user} C{None} (anonymous)
         gets a throttle of its own, not shared.
         """
+        self._sweep()
         if user is None:
             return UserThrottle(self.reactor, up, down, self.burstSeconds)
         entry = self._throttles.get(user)
@@ -248,7 +326,10 @@ class ThrottleRegistry:
             self._throttles[user] = (throttle, 1)
             return throttle
         throttle, count = entry
-        throttle.setRates(up, down)
+        if count == 0:
+            self._idle.pop(user, None)
+            throttle.stopped = False
+        throttle.setRates(up, down, self.burstSeconds)
         self._throttles[user] = (throttle, count + 1)
         return throttle
 
@@ -257,22 +338,59 @@ class ThrottleRegistry:
         A session that acquired C{throttle} for C{user} ended.
         """
         entry = self._throttles.get(user) if user is not None else None
-        if entry is None or entry[0] is not throttle:
+        if entry is None or entry[0] is not throttle or entry[1] <= 0:
             throttle.stop()
             return
+        assert user is not None
         count = entry[1] - 1
-        if count <= 0:
-            del self._throttles[user]  # type: ignore[arg-type]
-            throttle.stop()
+        if count > 0:
+            self._throttles[user] = (throttle, count)
+            return
+        throttle.stop()
+        fullAt = throttle.fullAt()
+        if fullAt <= self.reactor.seconds():
+            del self._throttles[user]
         else:
-            self._throttles[user] = (throttle, count)  # type: ignore[index]
+            self._throttles[user] = (throttle, 0)
+            self._idle[user] = fullAt
+            self._nextSweep = min(self._nextSweep, fullAt)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """
+        Forget the idle throttles whose buckets are full again (at most every
+        L{SWEEP_INTERVAL} seconds, and only when one may be).
+        """
+        now = self.reactor.seconds()
+        if now < self._nextSweep or now < self._lastSweep + SWEEP_INTERVAL:
+            return
+        self._lastSweep = now
+        soonest = math.inf
+        for user, fullAt in list(self._idle.items()):
+            if fullAt <= now:
+                del self._idle[user]
+                del self._throttles[user]
+            else:
+                soonest = min(soonest, fullAt)
+        self._nextSweep = soonest
 
     def get(self, user: str) -> UserThrottle | None:
         """
-        The throttle of C{user}, if a session of theirs is live.
+        The throttle of C{user}, if a session of theirs is live or their
+        balance is still remembered.
         """
         entry = self._throttles.get(user)
         return None if entry is None else entry[0]
 
+    def live(self, user: str) -> int:
+        """
+        How many sessions of C{user} hold their throttle now.
+        """
+        entry = self._throttles.get(user)
+        return 0 if entry is None else entry[1]
+
     def __len__(self) -> int:
+        """
+        How many users the registry remembers (live or refilling).
+        """
         return len(self._throttles)

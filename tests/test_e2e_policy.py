@@ -20,17 +20,25 @@ import subprocess
 import tempfile
 import unittest
 
+import socks
+
 from tests.e2e import (
+    CMD_UDP_ASSOCIATE,
+    METHOD_NONE,
+    REP_NOT_ALLOWED,
     LOOPBACK_V4,
     REPO_ROOT,
     EchoServer,
     HTTPTarget,
     ProxyProcess,
     ProxyTestCase,
+    SOCKS5Session,
     UDPAssociation,
     UDPEchoServer,
     cleanEnvironment,
     connectTCP,
+    encodeRequest,
+    readReply,
     recvExactly,
     runCurl,
     socks5Connect,
@@ -56,6 +64,9 @@ ports = [{open}]
 name = "closed by policy"
 action = "deny"
 """
+
+#: The SOCKS5 BIND command.
+CMD_BIND = 0x02
 
 #: How long a refused connection attempt is awaited on a target's listener.
 NO_CONNECTION_WAIT = 1.0
@@ -241,6 +252,83 @@ class ExampleConfigTests(ProxyTestCase):
             self.assertEqual(reply.rep, 0x00, reply)
             sock.sendall(b"example")
             self.assertEqual(recvExactly(sock, 7), b"example")
+
+
+class CommandRuleTests(ProxyTestCase):
+    """
+    C{etc/socksrelay.toml} with C{deny commands = ["udp", "bind"]} added
+    after its first rule (which denies link-local destinations): UDP
+    ASSOCIATE and BIND are refused at the request with 0x02 and a log line,
+    while CONNECT still works.
+    """
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        with open(os.path.join(REPO_ROOT, "etc", "socksrelay.toml"), encoding="utf-8") as f:
+            example = f.read()
+        marker = "# This host's own services"
+        assert marker in example
+        config = example.replace(
+            marker,
+            '[[rule]]\nname = "no udp or bind"\naction = "deny"\n'
+            'commands = ["udp", "bind"]\n\n' + marker,
+        )
+        directory = tempfile.TemporaryDirectory()
+        cls.addClassCleanup(directory.cleanup)
+        path = os.path.join(directory.name, "commands.toml")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(config)
+        cls.proxyArgs = ("--config", path)
+        super().setUpClass()
+
+    @classmethod
+    def startTargets(cls) -> None:
+        cls.echo = cls.startTarget(EchoServer())
+
+    def assertRefusedAtRequest(self, command: int, name: str) -> None:
+        """
+        The request C{command} is answered 0x02, the connection then ends,
+        and the session line names the rule.
+        """
+        mark = self.proxy.mark()
+        with SOCKS5Session(self.proxy.port) as session:
+            self.assertEqual(session.greet(), METHOD_NONE)
+            session.sock.sendall(encodeRequest("0.0.0.0", 0, command))
+            reply = readReply(session.sock)
+            self.assertEqual(reply.rep, REP_NOT_ALLOWED, reply)
+            self.assertEqual(session.sock.recv(1), b"")
+        line = sessionLine(self.proxy, rf"command={name}", mark)
+        self.assertIn("denied by no udp or bind", line)
+        self.assertIn("reply=0x02", line)
+
+    def test_udpAssociateRefused(self) -> None:
+        """
+        UDP ASSOCIATE gets 0x02 at once, and PySocks reports the refusal
+        when it asks for an association.
+        """
+        self.assertRefusedAtRequest(CMD_UDP_ASSOCIATE, "UDP_ASSOCIATE")
+        s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.set_proxy(socks.SOCKS5, LOOPBACK_V4, self.proxy.port)
+        s.settimeout(10)
+        with s, self.assertRaises(socks.SOCKS5Error) as caught:
+            s.sendto(b"x", (LOOPBACK_V4, self.echo.port))
+        self.assertIn("0x02", str(caught.exception))
+
+    def test_bindRefused(self) -> None:
+        """
+        BIND gets 0x02 at once.
+        """
+        self.assertRefusedAtRequest(CMD_BIND, "BIND")
+
+    def test_connectStillAllowed(self) -> None:
+        """
+        The rule names only UDP and BIND: a loopback CONNECT is served.
+        """
+        sock, reply = socks5Connect(self.proxy.port, LOOPBACK_V4, self.echo.port)
+        with sock:
+            self.assertEqual(reply.rep, 0x00, reply)
+            sock.sendall(b"connect")
+            self.assertEqual(recvExactly(sock, 7), b"connect")
 
 
 class DefaultPolicyTests(ProxyTestCase):

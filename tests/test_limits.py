@@ -960,6 +960,31 @@ class LimitsConfigTests(SynchronousTestCase):
         """
         self.assertEqual(parseConfig("[limits]\nrate = 0.25\n").limits, {"rate": 0.25})
 
+    def test_bandwidthBurst(self) -> None:
+        """
+        C{bandwidth-burst} (seconds of a user's rate) may be a fraction; it
+        defaults to a tenth of a second, as C{etc/socksrelay.toml} says, and
+        sizes the buckets of the factory's throttles, also after a reload.
+        """
+        from socksrelay.config import loadConfig
+        from tests.test_config import EXAMPLE
+
+        self.assertEqual(
+            parseConfig("[limits]\nbandwidth-burst = 0.25\n").limits,
+            {"bandwidthBurst": 0.25},
+        )
+        self.assertEqual(Limits().bandwidthBurst, 0.1)
+        self.assertEqual(Limits(**loadConfig(EXAMPLE).limits).bandwidthBurst, 0.1)
+        factory = SOCKS5ServerFactory(reactor=MemoryReactorClock())
+        self.assertEqual(factory.throttles.acquire("a", None, 10**6).tokens("down"), 100_000)
+        factory = SOCKS5ServerFactory(
+            reactor=MemoryReactorClock(), limits=Limits(bandwidthBurst=0.5)
+        )
+        self.assertEqual(factory.throttles.acquire("a", None, 10**6).tokens("down"), 500_000)
+        factory.reconfigure(None, None, Limits(bandwidthBurst=0.2), {})
+        self.assertEqual(factory.throttles.acquire("b", None, 10**6).tokens("down"), 200_000)
+        self.assertConfigError("[limits]\nbandwidth-burst = -1\n", "line 2", "'bandwidth-burst'")
+
     def test_boolean(self) -> None:
         """
         A boolean is not a limit.

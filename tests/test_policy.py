@@ -22,7 +22,11 @@ from typing import Any
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHostnameResolver
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -38,6 +42,7 @@ from tests.fakes import (
     request,
 )
 from tests.test_bind import PEER, STRANGER, BindHarness, reply
+from tests.test_server import sessionEvents
 from tests.test_udp import CLIENT_UDP, LOCAL, Control, udpDatagram
 from tests.test_udp import PEER as UDP_PEER
 from tests.udpfakes import FakeHostnameResolver, UDPMemoryReactor
@@ -656,3 +661,71 @@ class UDPPolicyTests(SynchronousTestCase):
         c.fromClient(udpDatagram("169.254.169.254", 53, b"x"))
         self.assertEqual(self.sent(c), [(b"x", ("169.254.169.254", 53))])
         self.assertEqual(c.drops, {})
+
+
+class CommandDeniedTests(SynchronousTestCase):
+    """
+    A rule that denies a command (C{deny commands = ["udp"]}, C{["bind"]})
+    refuses the request itself with 0x02 and a log line, even after a rule
+    that denies destinations (as in etc/socksrelay.toml); a UDP
+    association a rule allows still has each datagram checked.
+    """
+
+    @staticmethod
+    def policy(command: str) -> Policy:
+        return Policy(
+            [
+                NO_METADATA.rules[0],
+                Rule("deny", "no " + command, commands=frozenset({command})),
+                Rule("allow", "the rest"),
+            ]
+        )
+
+    def assertEndLogged(self, observer: EventLoggingObserver, rule: str) -> None:
+        [event] = sessionEvents(observer)
+        text = formatEvent(event)
+        self.assertIn(f"denied by {rule}", text)
+        self.assertIn("reply=0x02", text)
+
+    def test_udpAssociateDenied(self) -> None:
+        """
+        UDP ASSOCIATE gets 0x02 at the request: no relay socket is opened,
+        the control connection is closed, and the end of the session is
+        logged with the rule.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        c = Control(_UDPHarness(self.policy("udp")), LOCAL, UDP_PEER)  # type: ignore[arg-type]
+        answer = c.associate()
+        self.assertEqual(answer, errorReply(NOT_ALLOWED))
+        self.assertEqual(c.reactor.udpPorts, [])
+        self.assertTrue(c.transport.disconnecting)
+        self.assertEqual(c.protocol.session.details.get("rule"), "no udp")
+        c.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEndLogged(observer, "no udp")
+
+    def test_bindDenied(self) -> None:
+        """
+        BIND gets 0x02 at the request: nothing listens, the client is
+        closed, and the end of the session is logged with the rule.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        h = BindHarness(policy=self.policy("bind"))
+        self.assertEqual(h.bind(), errorReply(NOT_ALLOWED))
+        self.assertEqual(h.reactor.ports, [])
+        self.assertTrue(h.transport.disconnecting)
+        h.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEndLogged(observer, "no bind")
+
+    def test_otherCommandStillChecksDatagrams(self) -> None:
+        """
+        With BIND denied, UDP ASSOCIATE is allowed and each datagram is
+        still decided: one to a denied network is dropped, another sent.
+        """
+        c = _UDPHarness(self.policy("bind")).associated()
+        c.fromClient(udpDatagram("169.254.169.254", 53, b"x"))
+        c.fromClient(udpDatagram("192.0.2.1", 53, b"y"))
+        self.assertEqual(c.drops, {"denied": 1})
+        self.assertEqual(
+            [w for port in c.outboundPorts() for w in port.written],
+            [(b"y", ("192.0.2.1", 53))],
+        )

@@ -438,6 +438,81 @@ class PolicyTests(SynchronousTestCase):
         self.assertTrue(Policy([Rule("deny", "a", networks=nets("10.0.0.0/8"))]).needsAddresses)
 
 
+class DecideCommandTests(SynchronousTestCase):
+    """
+    L{Policy.decideCommand}: a BIND or UDP ASSOCIATE request, before any
+    destination is known, is denied when no destination could be allowed.
+    """
+
+    #: Link-local destinations denied, as in etc/socksrelay.toml.
+    NO_LINK_LOCAL = Rule("deny", "no link-local", networks=nets("169.254.0.0/16"))
+
+    def command(self, command: str) -> Query:
+        return query(command=command, host="0.0.0.0", port=0, addresses=())
+
+    def test_commandDenyAfterDestinationDeny(self) -> None:
+        """
+        A C{deny commands=[...]} rule after a C{deny} rule with destination
+        criteria denies the request: the earlier rule refuses only some
+        destinations and allows none.
+        """
+        for command in ("udp", "bind"):
+            policy = Policy(
+                [
+                    self.NO_LINK_LOCAL,
+                    Rule("deny", "no " + command, commands=frozenset({command})),
+                    Rule("allow", "rest"),
+                ]
+            )
+            self.assertEqual(
+                policy.decideCommand(self.command(command)),
+                Decision(False, "no " + command),
+            )
+            other = "bind" if command == "udp" else "udp"
+            self.assertEqual(
+                policy.decideCommand(self.command(other)), Decision(True, "rest")
+            )
+
+    def test_onlyDestinationDeniesThenNoMatch(self) -> None:
+        """
+        Deny rules with destination criteria followed by no rule that
+        applies: no destination can be allowed, so the request is denied.
+        """
+        policy = Policy(
+            [self.NO_LINK_LOCAL, Rule("allow", "tcp", commands=frozenset({"connect"}))]
+        )
+        self.assertEqual(
+            policy.decideCommand(self.command("udp")), Decision(False, "no rule matched")
+        )
+
+    def test_destinationAllowBeforeCommandDeny(self) -> None:
+        """
+        An C{allow} rule with destination criteria before the command's
+        C{deny} allows some destinations: the request goes through, and each
+        destination is decided later.
+        """
+        policy = Policy(
+            [
+                Rule("allow", "dns", ports=((53, 53),)),
+                Rule("deny", "no udp", commands=frozenset({"udp"})),
+            ]
+        )
+        self.assertEqual(
+            policy.decideCommand(self.command("udp")),
+            Decision(True, "dns (decided per destination)"),
+        )
+
+    def test_firstCommandRuleDecides(self) -> None:
+        """
+        With no destination rule in the way, the first rule that applies
+        decides, either way.
+        """
+        deny = Policy([Rule("deny", "no udp", commands=frozenset({"udp"})), Rule("allow", "a")])
+        allow = Policy([self.NO_LINK_LOCAL, Rule("allow", "a"), Rule("deny", "b")])
+        self.assertEqual(deny.decideCommand(self.command("udp")), Decision(False, "no udp"))
+        self.assertEqual(allow.decideCommand(self.command("udp")), Decision(True, "a"))
+
+
 class DefaultRulesTests(SynchronousTestCase):
     """
     L{defaultRules}: link-local destinations denied; this host's loopback

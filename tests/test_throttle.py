@@ -9,6 +9,7 @@ CONNECT, BIND and UDP alike.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from twisted.cred.checkers import (
@@ -187,12 +188,13 @@ class TokenBucketTests(SynchronousTestCase):
 
     def test_burstMinimum(self) -> None:
         """
-        A slow rate still gets a burst of at least 64 KiB; a fast one a
-        second's worth.
+        A slow rate still gets a burst of at least L{MIN_BURST} (4 KiB); a
+        fast one, by default, a tenth of a second's worth.
         """
         clock = Clock()
+        self.assertEqual(MIN_BURST, 4096)
         self.assertEqual(UserThrottle(clock, 1000, None).tokens("up"), MIN_BURST)
-        self.assertEqual(UserThrottle(clock, None, 10**6).tokens("down"), 10**6)
+        self.assertEqual(UserThrottle(clock, None, 10**6).tokens("down"), 100_000)
         self.assertIsNone(UserThrottle(clock, 1000, None).tokens("down"))
 
     def test_avatarRates(self) -> None:
@@ -214,7 +216,7 @@ class UserThrottleTests(SynchronousTestCase):
         timer.
         """
         clock = Clock()
-        throttle = UserThrottle(clock, None, 100_000)
+        throttle = UserThrottle(clock, None, 100_000, burstSeconds=1.0)
         end = FakeEnd()
         throttle.spent(end, "down", 100_000)
         self.assertFalse(end.paused)
@@ -226,7 +228,7 @@ class UserThrottleTests(SynchronousTestCase):
         debt is paid at the rate, then resumes it.
         """
         clock = Clock()
-        throttle = UserThrottle(clock, None, 100_000)
+        throttle = UserThrottle(clock, None, 100_000, burstSeconds=1.0)
         end = FakeEnd()
         throttle.spent(end, "down", 150_000)
         self.assertTrue(end.paused)
@@ -257,7 +259,7 @@ class UserThrottleTests(SynchronousTestCase):
         up, the other's next chunk pauses it too, and both resume together.
         """
         clock = Clock()
-        throttle = UserThrottle(clock, None, 100_000)
+        throttle = UserThrottle(clock, None, 100_000, burstSeconds=1.0)
         a, b = FakeEnd(), FakeEnd()
         throttle.spent(a, "down", 100_000)
         self.assertFalse(a.paused)
@@ -273,7 +275,8 @@ class UserThrottleTests(SynchronousTestCase):
     def test_longRunRate(self) -> None:
         """
         An end that reads a chunk whenever it may moves, over ten simulated
-        seconds, the burst plus ten seconds at the rate (within one chunk).
+        seconds, the burst (a tenth of a second by default) plus ten seconds
+        at the rate (within one chunk).
         """
         clock = Clock()
         rate, chunk = 200_000, 16384
@@ -286,7 +289,7 @@ class UserThrottleTests(SynchronousTestCase):
             else:
                 throttle.spent(end, "down", chunk)
                 total += chunk
-        expected = rate + rate * 10.0
+        expected = rate * 0.1 + rate * 10.0
         self.assertLess(abs(total - expected), 2 * chunk)
 
     def test_detachCancelsTimer(self) -> None:
@@ -347,6 +350,215 @@ class UserThrottleTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
 
+class BurstAndReadSizeTests(SynchronousTestCase):
+    """
+    What bounds a user's overshoot: the burst, the size of a throttled
+    read, and what a changed rate or a large datagram leaves behind.
+    """
+
+    def test_readSizeAtMostBurst(self) -> None:
+        """
+        A throttled end reads no more than its bucket holds (and at least
+        L{MIN_BURST}, at most the relay's own size); an unlimited direction
+        reads at the relay's size.
+        """
+        clock = Clock()
+        throttle = UserThrottle(clock, 1000, 10**6)
+        self.assertEqual(throttle.readSize("down", 262144), 100_000)
+        self.assertEqual(throttle.readSize("up", 262144), MIN_BURST)
+        self.assertEqual(UserThrottle(clock, 10**8, None).readSize("up", 262144), 262144)
+        self.assertEqual(UserThrottle(clock, 10**8, None).readSize("down", 262144), 262144)
+
+    def test_largeDatagramPassesOnlyWhenFull(self) -> None:
+        """
+        A datagram larger than the whole bucket passes when the bucket is
+        full and leaves a debt: nothing passes until it is paid and the
+        bucket is full again.
+        """
+        clock = Clock()
+        throttle = UserThrottle(clock, 100_000, None)
+        self.assertTrue(throttle.allowDatagram("up", 60_000))
+        self.assertAlmostEqual(throttle.tokens("up"), -50_000)
+        self.assertFalse(throttle.allowDatagram("up", 100))
+        clock.advance(0.55)
+        self.assertTrue(throttle.allowDatagram("up", 100))
+        self.assertFalse(throttle.allowDatagram("up", 60_000))
+        clock.advance(0.101)
+        self.assertTrue(throttle.allowDatagram("up", 60_000))
+
+    def test_changedRateKeepsDebt(self) -> None:
+        """
+        Changing a user's rate keeps their balance: a debt stays to be paid
+        (at the new rate), no fresh burst is granted.
+        """
+        clock = Clock()
+        throttle = UserThrottle(clock, None, 100_000)
+        end = FakeEnd()
+        throttle.spent(end, "down", 60_000)
+        throttle.setRates(None, 200_000)
+        self.assertAlmostEqual(throttle.tokens("down"), -50_000)
+        self.assertTrue(end.paused)
+        clock.advance(0.24)
+        self.assertTrue(end.paused)
+        clock.advance(0.02)
+        self.assertFalse(end.paused)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+def transfer(
+    registry: ThrottleRegistry, clock: Clock, user: str, total: int, chunk: int = 16384
+) -> None:
+    """
+    One session of C{user} downloads C{total} bytes, a chunk whenever its
+    end may read (the clock advancing a millisecond while it is paused),
+    then ends.
+    """
+    throttle = registry.acquire(user, None, 1_000_000)
+    end = FakeEnd()
+    moved = 0
+    for _ in range(100_000):
+        if moved >= total:
+            break
+        if end.paused:
+            clock.advance(0.001)
+        else:
+            throttle.spent(end, "down", chunk)
+            moved += chunk
+    throttle.detach(end)
+    registry.release(user, throttle)
+
+
+class UserBalanceTests(SynchronousTestCase):
+    """
+    A user's balance holds over any pattern of sessions: one after another,
+    overlapping, reconnecting; and the registry forgets a user once their
+    bucket is full again.
+    """
+
+    RATE = 1_000_000
+
+    def test_sequentialSessionsHoldRate(self) -> None:
+        """
+        Six 1 MB sessions of one user, one after the other, take as long as
+        one 6 MB transfer at 1 MB/s: the burst is granted once, not per
+        session.
+        """
+        clock = Clock()
+        registry = ThrottleRegistry(clock)
+        for _ in range(6):
+            transfer(registry, clock, "alice", 1_000_000)
+        burst, chunk = 100_000, 16384
+        self.assertGreaterEqual(clock.seconds(), (6_000_000 - burst - chunk) / self.RATE)
+        self.assertLessEqual(clock.seconds(), 6_000_000 / self.RATE + 0.1)
+
+    def test_reconnectContinuesDebt(self) -> None:
+        """
+        A session that reconnects right after the last one ended starts
+        with that one's balance (here a debt), not a full bucket: its first
+        chunk pauses it until the debt is paid.
+        """
+        clock = Clock()
+        registry = ThrottleRegistry(clock)
+        first = registry.acquire("alice", None, 100_000)
+        first.spent(FakeEnd(), "down", 60_000)
+        registry.release("alice", first)
+        second = registry.acquire("alice", None, 100_000)
+        self.assertIs(second, first)
+        self.assertAlmostEqual(second.tokens("down"), -50_000)
+        end = FakeEnd()
+        second.spent(end, "down", 1000)
+        self.assertTrue(end.paused)
+        clock.advance(0.5)
+        self.assertTrue(end.paused)
+        clock.advance(0.02)
+        self.assertFalse(end.paused)
+
+    def test_reconnectAfterPauseNotRefilled(self) -> None:
+        """
+        A user who used the burst and comes back after less than a refill
+        gets only what was earned meanwhile.
+        """
+        clock = Clock()
+        registry = ThrottleRegistry(clock)
+        first = registry.acquire("alice", None, 100_000)
+        first.spent(FakeEnd(), "down", 10_000)
+        registry.release("alice", first)
+        clock.advance(0.03)
+        second = registry.acquire("alice", None, 100_000)
+        self.assertAlmostEqual(second.tokens("down"), 3000)
+
+    def test_overlappingSessionsHoldRate(self) -> None:
+        """
+        Three sessions of one user that start 0.3 s apart and overlap move
+        their 1.5 MB in all at the rate (give or take the burst and a chunk
+        each).
+        """
+        clock = Clock()
+        registry = ThrottleRegistry(clock)
+        starts, size, chunk = [0.0, 0.3, 0.6], 500_000, 16384
+        state: list[Any] = [None, None, None]
+        moved = [0, 0, 0]
+        for _ in range(100_000):
+            for i, start in enumerate(starts):
+                if state[i] is None and clock.seconds() >= start:
+                    state[i] = (registry.acquire("alice", None, self.RATE), FakeEnd())
+                if state[i] is None or state[i] is False:
+                    continue
+                throttle, end = state[i]
+                if moved[i] >= size:
+                    throttle.detach(end)
+                    registry.release("alice", throttle)
+                    state[i] = False
+                elif not end.paused:
+                    throttle.spent(end, "down", chunk)
+                    moved[i] += chunk
+            if all(x is False for x in state):
+                break
+            clock.advance(0.001)
+        self.assertEqual(state, [False, False, False])
+        self.assertGreaterEqual(clock.seconds(), (1_500_000 - 100_000 - 3 * chunk) / self.RATE)
+        self.assertLessEqual(clock.seconds(), 1_500_000 / self.RATE + 0.1)
+
+    def test_forgottenOnceFull(self) -> None:
+        """
+        A user without sessions is remembered until their bucket would be
+        full again, then forgotten at the next start or end of a session.
+        """
+        clock = Clock()
+        registry = ThrottleRegistry(clock)
+        throttle = registry.acquire("alice", None, 100_000)
+        throttle.spent(FakeEnd(), "down", 60_000)
+        registry.release("alice", throttle)
+        # 50 KB of debt and 10 KB of burst: full in 0.6 s.
+        clock.advance(0.59)
+        registry.release("bob", registry.acquire("bob", None, 100_000))
+        self.assertIs(registry.get("alice"), throttle)
+        clock.advance(0.02)
+        registry.release("bob", registry.acquire("bob", None, 100_000))
+        self.assertIsNone(registry.get("alice"))
+        self.assertEqual(len(registry), 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_tableBounded(self) -> None:
+        """
+        A thousand users who each leave with a debt are all forgotten once
+        their buckets have refilled: the table does not grow with the
+        users that came and went.
+        """
+        clock = Clock()
+        registry = ThrottleRegistry(clock)
+        for i in range(1000):
+            throttle = registry.acquire(f"user{i}", 1_000_000, 1_000_000)
+            throttle.spent(FakeEnd(), "up", 300_000)
+            throttle.spent(FakeEnd(), "down", 300_000)
+            registry.release(f"user{i}", throttle)
+        self.assertEqual(len(registry), 1000)
+        clock.advance(1.0)
+        registry.release("last", registry.acquire("last", None, 1000))
+        self.assertEqual(len(registry), 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
 class ThrottleRegistryTests(SynchronousTestCase):
     """
     L{ThrottleRegistry}: one throttle per user while a session lasts.
@@ -362,10 +574,11 @@ class ThrottleRegistryTests(SynchronousTestCase):
         self.assertIsNot(registry.acquire("bob", 1000, None), a)
         self.assertEqual(len(registry), 2)
 
-    def test_removedWithLastSession(self) -> None:
+    def test_timersStopWithLastSession(self) -> None:
         """
-        The throttle stays while a session of the user lasts and is removed,
-        with its timers, when the last one ends.
+        The throttle stays while a session of the user lasts; when the last
+        one ends its timers are cancelled, and it is kept (with no live
+        session) until its bucket has refilled.
         """
         clock = Clock()
         registry = ThrottleRegistry(clock)
@@ -374,10 +587,22 @@ class ThrottleRegistryTests(SynchronousTestCase):
         throttle.spent(FakeEnd(), "up", 100_000)
         registry.release("alice", throttle)
         self.assertIs(registry.get("alice"), throttle)
+        self.assertEqual(registry.live("alice"), 1)
+        registry.release("alice", throttle)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertIs(registry.get("alice"), throttle)
+        self.assertEqual(registry.live("alice"), 0)
+
+    def test_fullBucketForgottenAtOnce(self) -> None:
+        """
+        A user whose bucket is full when their last session ends is not
+        kept: a new throttle would be the same.
+        """
+        registry = ThrottleRegistry(Clock())
+        throttle = registry.acquire("alice", 70_000, None)
         registry.release("alice", throttle)
         self.assertIsNone(registry.get("alice"))
         self.assertEqual(len(registry), 0)
-        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_anonymousNotShared(self) -> None:
         """
@@ -458,8 +683,9 @@ class ServerThrottleTests(SynchronousTestCase):
         """
         h = throttledHarness(bandwidthDown=100_000)
         session, outbound, outboundTransport = connectAs(h)
-        outbound.dataReceived(b"x" * 150_000)
-        self.assertEqual(len(session.transport.value()), 150_000)
+        # The burst (10 KB) and 0.5 s worth.
+        outbound.dataReceived(b"x" * 60_000)
+        self.assertEqual(len(session.transport.value()), 60_000)
         self.assertEqual(outboundTransport.producerState, "paused")
         # The client's write buffer drains: backpressure resumes its producer.
         session.transport.producer.pauseProducing()
@@ -476,7 +702,7 @@ class ServerThrottleTests(SynchronousTestCase):
         """
         h = throttledHarness(bandwidthDown=100_000)
         session, outbound, outboundTransport = connectAs(h)
-        outbound.dataReceived(b"x" * 150_000)
+        outbound.dataReceived(b"x" * 60_000)
         session.transport.producer.pauseProducing()
         h.reactor.advance(1.0)
         self.assertEqual(outboundTransport.producerState, "paused")
@@ -518,7 +744,8 @@ class ServerThrottleTests(SynchronousTestCase):
         _, outboundA, transportA = connectAs(h, "alice")
         _, outboundB, transportB = connectAs(h, "alice")
         _, outboundC, transportC = connectAs(h, "bob")
-        outboundA.dataReceived(b"a" * 100_000)
+        # The whole burst: 0.1 s worth.
+        outboundA.dataReceived(b"a" * 10_000)
         self.assertEqual(transportA.producerState, "producing")
         outboundB.dataReceived(b"b" * 1000)
         self.assertEqual(transportB.producerState, "paused")
@@ -526,10 +753,11 @@ class ServerThrottleTests(SynchronousTestCase):
         self.assertEqual(transportC.producerState, "producing")
         self.assertEqual(len(h.factory.throttles), 2)
 
-    def test_removedWhenLastSessionEnds(self) -> None:
+    def test_timersGoWhenLastSessionEnds(self) -> None:
         """
-        The user's throttle is removed, and no throttle timer is left, when
-        the last of the user's sessions ends.
+        No throttle timer is left when the last of the user's sessions
+        ends; the user's throttle is kept, with no live session, until its
+        buckets have refilled, and then forgotten.
         """
         h = throttledHarness(bandwidthDown=100_000, bandwidthUp=100_000)
         a, outboundA, _ = connectAs(h)
@@ -542,8 +770,80 @@ class ServerThrottleTests(SynchronousTestCase):
         self.assertIsNotNone(h.factory.throttles.get("alice"))
         b.lost()
         outboundB.connectionLost(Failure(ConnectionDone()))
-        self.assertIsNone(h.factory.throttles.get("alice"))
         self.assertEqual(throttleTimers(h.reactor), [])
+        self.assertEqual(h.factory.throttles.live("alice"), 0)
+        self.assertIsNotNone(h.factory.throttles.get("alice"))
+        h.reactor.advance(2.0)
+        connectAs(h, "bob")
+        self.assertIsNone(h.factory.throttles.get("alice"))
+
+    def test_reconnectStartsWithBalance(self) -> None:
+        """
+        A user whose session ended in debt and who reconnects at once does
+        not get a fresh bucket: the new session's first chunk pauses the
+        target.
+        """
+        h = throttledHarness(bandwidthDown=100_000)
+        a, outboundA, _ = connectAs(h)
+        outboundA.dataReceived(b"a" * 60_000)
+        a.lost()
+        outboundA.connectionLost(Failure(ConnectionDone()))
+        _, outboundB, transportB = connectAs(h)
+        outboundB.dataReceived(b"b" * 1000)
+        self.assertEqual(transportB.producerState, "paused")
+        h.reactor.advance(0.52)
+        self.assertEqual(transportB.producerState, "producing")
+
+    def test_throttledReadsAtMostBurst(self) -> None:
+        """
+        A throttled end reads at most its user's burst at a time (0.1 s of
+        100 KB/s: 10 KB), not the relay's 256 KiB, so that one read cannot
+        overshoot the limit; an unlimited direction keeps the relay's size.
+        """
+        from socksrelay.relay import RELAY_BUFFER
+
+        h = throttledHarness(bandwidthUp=100_000)
+        session = Session(h, "alice")
+        session.transport.bufferSize = 65536  # type: ignore[attr-defined]
+        h.recorder.last.succeed()
+        self.assertEqual(session.transport.bufferSize, 10_000)  # type: ignore[attr-defined]
+        h2 = throttledHarness(bandwidthDown=100_000)
+        unlimitedUp = Session(h2, "alice")
+        unlimitedUp.transport.bufferSize = 65536  # type: ignore[attr-defined]
+        h2.recorder.last.succeed()
+        size = unlimitedUp.transport.bufferSize  # type: ignore[attr-defined]
+        self.assertEqual(size, RELAY_BUFFER)
+
+    def test_httpForwardingThrottled(self) -> None:
+        """
+        Plain-HTTP forwarding (C{GET http://...}) spends from the user's
+        budget too: over the download limit, reading from the origin
+        pauses until the tokens are back; over the upload limit, reading
+        from the client pauses.
+        """
+        h = throttledHarness(bandwidthDown=100_000, bandwidthUp=100_000)
+        credentials = base64.b64encode(b"alice:pw")
+        h.send(
+            b"GET http://192.0.2.1/ HTTP/1.1\r\nHost: 192.0.2.1\r\n"
+            b"Proxy-Authorization: Basic " + credentials + b"\r\n\r\n"
+        )
+        h.reactor.advance(0)
+        origin, originTransport = h.recorder.last.succeed()
+        throttle = h.factory.throttles.get("alice")
+        self.assertIsNotNone(throttle)
+        origin.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 120000\r\n\r\n")
+        origin.dataReceived(b"x" * 60_000)
+        self.assertEqual(originTransport.producerState, "paused")
+        h.reactor.advance(0.52)
+        self.assertEqual(originTransport.producerState, "producing")
+        h.send(
+            b"POST http://192.0.2.1/ HTTP/1.1\r\nHost: 192.0.2.1\r\n"
+            b"Proxy-Authorization: Basic " + credentials + b"\r\n"
+            b"Content-Length: 60000\r\n\r\n" + b"u" * 60_000
+        )
+        self.assertEqual(h.transport.producerState, "paused")
+        h.reactor.advance(0.7)
+        self.assertEqual(h.transport.producerState, "producing")
 
     def test_noLimitsNoThrottle(self) -> None:
         """
@@ -704,9 +1004,10 @@ class UDPEnforcementTests(SynchronousTestCase):
         Datagrams to destinations beyond the upload budget are dropped and
         counted as C{bandwidth}; with time, they pass again.
         """
-        h = UDPHarness(bandwidthUp=MIN_BURST)
+        h = UDPHarness(bandwidthUp=100_000)
         c = h.associated()
-        payload = b"p" * 40000
+        # The burst is 10 KB: one passes, two do not.
+        payload = b"p" * 6000
         for _ in range(3):
             c.fromClient(udpDatagram("192.0.2.5", 53, payload), CLIENT_UDP)
         self.assertEqual(len(c.outbound(4).written), 1)
@@ -720,11 +1021,11 @@ class UDPEnforcementTests(SynchronousTestCase):
         Datagrams to the client beyond the download budget are dropped and
         counted as C{bandwidth}.
         """
-        h = UDPHarness(bandwidthDown=MIN_BURST)
+        h = UDPHarness(bandwidthDown=100_000)
         c = h.associated()
         c.fromClient(udpDatagram("192.0.2.5", 53, b"q"), CLIENT_UDP)
         for _ in range(3):
-            c.fromRemote(b"r" * 40000, ("192.0.2.5", 53))
+            c.fromRemote(b"r" * 6000, ("192.0.2.5", 53))
         self.assertEqual(len(c.toClient()), 1)
         self.assertEqual(c.drops, {"bandwidth": 2})
         c.lost()
@@ -751,8 +1052,8 @@ class BindEnforcementTests(SynchronousTestCase):
         h.bind("127.0.0.7", 0)
         inbound, inboundTransport = h.peerConnects(BIND_PEER)
         h.received()
-        inbound.dataReceived(b"x" * 150_000)
-        self.assertEqual(len(h.received()), 150_000)
+        inbound.dataReceived(b"x" * 60_000)
+        self.assertEqual(len(h.received()), 60_000)
         self.assertEqual(inboundTransport.producerState, "paused")
         h.reactor.advance(0.51)
         self.assertEqual(inboundTransport.producerState, "producing")
