@@ -64,6 +64,8 @@ LIMIT_KEYS = {
     "handshakes": "handshakes",
     "rate": "rate",
     "burst": "burst",
+    "lookups": "lookups",
+    "lookups-per-client": "lookupsPerClient",
 }
 
 RULE_KEYS = {

@@ -26,6 +26,7 @@ from twisted.web.http import HTTPFactory
 from twisted.web.proxy import Proxy, ProxyClient, ProxyClientFactory, ProxyRequest
 
 from socksrelay.dialects import HTTP_REALM
+from socksrelay.limits import Refusal
 
 #: Headers that belong to one connection, never forwarded (RFC 9110 7.6.1),
 #: plus the proxy's own credentials.
@@ -178,6 +179,8 @@ class ForwardRequest(ProxyRequest):
             return
         if reason.check(Denied):
             self._answer(403, b"Forbidden", f"{host}:{port}: {reason.getErrorMessage()}")
+        elif reason.check(Refusal):
+            self._answer(503, b"Service Unavailable", reason.getErrorMessage())
         elif reason.check(TimeoutError, DeferredTimeoutError, ConnectingCancelledError):
             self._answer(504, b"Gateway Timeout", f"{host}:{port} did not answer in time")
         else:

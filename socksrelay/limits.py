@@ -29,6 +29,10 @@ class Limits:
         can share one IP address behind NAT.
     @ivar burst: how many new sessions a client IP may open at once (0: no
         more than one second's worth of C{rate}).
+    @ivar lookups: destination name lookups in flight in total (each
+        counted until its resolver returns, even after its session left).
+    @ivar lookupsPerClient: name lookups in flight per client IP address
+        (well below C{lookups}, so that no one address can take them all).
     """
 
     sessions: int = 10000
@@ -37,6 +41,8 @@ class Limits:
     handshakes: int = 1024
     rate: float = 0.0
     burst: int = 100
+    lookups: int = 256
+    lookupsPerClient: int = 16
 
 
 class Refusal(Exception):
