@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 from zope.interface import directlyProvides, implementer, providedBy
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import (
     IHostnameResolver,
     IHostResolution,
@@ -427,6 +427,7 @@ def resolveAddresses(
             limiter.release(client)
 
     def cancel(d: Deferred[tuple[str, ...]]) -> None:
+        d.errback(CancelledError())
         for resolution in resolutions:
             try:
                 resolution.cancel()
