@@ -567,6 +567,8 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             onConnected=self._bindConnected,
             onFailed=self._bindFailed,
             peerAllowed=self._bindPeerAllowed if factory.policy else None,
+            lookups=factory.lookups,
+            client=self._clientIP,
         )
         self._bindCleanup = binding.close
         binding.start()
@@ -1288,7 +1290,8 @@ class SOCKS5ServerFactory(Factory):
 
             self.udpOptions = udpOptions or UDPOptions()
             self.udpRelay = UDPRelay(
-                self.udpOptions, reactor, nameResolver or reactor.nameResolver
+                self.udpOptions, reactor, nameResolver or reactor.nameResolver,
+                self.lookups,
             )
         #: L{socksrelay.bind.BindOptions}, or C{None}: BIND refused.
         self.bindOptions: Any = None

@@ -40,6 +40,8 @@ from socksrelay.resolve import (
     retryTimeouts,
 )
 from socksrelay.rules import Policy
+from tests.test_dialects import parseHTTPResponse
+from tests.test_multiprotocol import connectHead, forwardHead
 from tests.fakes import (
     CLIENT_ADDRESS,
     OUTBOUND_LOCAL,
@@ -709,3 +711,34 @@ class SessionLookupTests(SynchronousTestCase):
         self.assertEqual(h.received(), b"\x05\x00" + errorReply(0x01))
         self.assertIn("name lookup limit per client (1)", h.protocol.session.reason)
         self.assertEqual(fake.pending, [])
+
+    def test_httpForwardClientLeavesCancelsLookup(self) -> None:
+        """
+        A plain-HTTP forwarded request whose origin name resolves when the
+        client leaves: the lookup is cancelled.
+        """
+        fake = PendingResolver()
+        h = ProxyHarness(recordEndpoints=False, nameResolver=NamesHostnameResolver(fake))
+        h.send(forwardHead(b"http://a.test/x"))
+        self.assertEqual(len(fake.pending), 2)
+        h.clientLost()
+        self.assertEqual(len(fake.cancelled), 2)
+        self.assertEqual(h.factory.lookups.inFlight, 0)
+
+    def test_httpOverLookupLimit(self) -> None:
+        """
+        Over the lookup limit, a forwarded request and an HTTP CONNECT are
+        answered 503 at once.
+        """
+        for head in (forwardHead(b"http://a.test/x"), connectHead(b"a.test:443")):
+            fake = PendingResolver()
+            h = ProxyHarness(
+                recordEndpoints=False,
+                nameResolver=NamesHostnameResolver(fake),
+                limits=Limits(lookupsPerClient=1),
+            )
+            h.factory.lookups.acquire(CLIENT_ADDRESS.host)
+            h.send(head)
+            statusLine, _, _ = parseHTTPResponse(h.received())
+            self.assertEqual(statusLine, b"HTTP/1.1 503 Service Unavailable")
+            self.assertEqual(fake.pending, [])
