@@ -324,9 +324,11 @@ class AddressCollector:
     def __init__(self, done: Callable[[tuple[str, ...]], None]) -> None:
         self._done = done
         self._addresses: list[str] = []
+        #: The resolution in progress (to cancel it), once it began.
+        self.resolution: Any = None
 
     def resolutionBegan(self, resolution: Any) -> None:
-        pass
+        self.resolution = resolution
 
     def addressResolved(self, address: Any) -> None:
         if isinstance(address, (IPv4Address, IPv6Address)):
@@ -418,8 +420,7 @@ def resolveAddresses(
             limiter.acquire(client)
         except LookupRefused as e:
             return fail(e)
-    resolutions: list[IHostResolution] = []
-    released = []
+    released: list[bool] = []
 
     def release() -> None:
         if limiter is not None and not released:
@@ -428,12 +429,12 @@ def resolveAddresses(
 
     def cancel(d: Deferred[tuple[str, ...]]) -> None:
         d.errback(CancelledError())
-        for resolution in resolutions:
-            try:
-                resolution.cancel()
-            except Exception:
-                # The system resolver cannot stop its thread; stop waiting.
-                pass
+        try:
+            collector.resolution.cancel()
+        except Exception:
+            # The system resolver cannot stop its thread: stop waiting (the
+            # limiter counts the lookup until the thread returns).
+            pass
 
     d: Deferred[tuple[str, ...]] = Deferred(cancel)
 
@@ -443,7 +444,6 @@ def resolveAddresses(
             d.callback(addresses)
 
     collector = AddressCollector(done)
-    collector.resolutionBegan = resolutions.append  # type: ignore[method-assign]
     try:
         resolver.resolveHostName(collector, name, 0, None, transportSemantics)
     except Exception:

@@ -111,7 +111,7 @@ class NameCache:
         self._lookups = lookups
         self._resolving: dict[str, Any] = {}
         self._entries: OrderedDict[str, tuple[float, tuple[str, ...]]] = OrderedDict()
-        self._pending: dict[str, list[Callable[[tuple[str, ...]], None]]] = {}
+        self._pending: dict[str, list[Callable[[tuple[str, ...] | None], None]]] = {}
 
     def lookup(self, name: str) -> tuple[str, ...] | None:
         """
