@@ -1251,8 +1251,9 @@ class SOCKS5ServerFactory(Factory):
         self.observers: list[Any] = []
         #: Outgoing addresses for outbound connections and UDP sockets
         #: (Dante's C{external}); each session takes one per family in turn.
-        #: They apply when a policy is set (connections then go to checked
-        #: addresses) and C{connectEndpoint} is the default.
+        #: They apply when C{connectEndpoint} is the default (connections
+        #: then go to the addresses resolved, and checked if there is a
+        #: policy).
         self.externals = tuple(externals)
         self._externalTurn = {4: 0, 6: 0}
         #: The live client connections.
