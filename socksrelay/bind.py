@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 
 from twisted.internet.defer import CancelledError
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -231,6 +232,7 @@ class Binding:
         peerAllowed: Callable[[str, int], Any] | None = None,
         lookups: Any = None,
         client: str | None = None,
+        lookupTimeout: float | None = None,
     ) -> None:
         """
         @param options: the L{BindOptions}.
@@ -246,7 +248,10 @@ class Binding:
             for each connecting peer, or C{None} to check nothing more.
         @param lookups: the L{socksrelay.resolve.LookupLimiter} that counts
             the expected peer's lookup for C{client} (the client's IP).
+        @param lookupTimeout: seconds that lookup may take (C{None}: until
+            the BIND's own timeout).
         """
+        self._lookupTimeout = lookupTimeout
         self._lookups = lookups
         self._client = client
         self._resolving: Any = None
@@ -288,7 +293,13 @@ class Binding:
 
     def _resolve(self, name: str) -> None:
         d = resolveAddresses(
-            self._resolver, name, "TCP", None, None, self._lookups, self._client
+            self._resolver,
+            name,
+            "TCP",
+            self._lookupTimeout,
+            self._reactor,
+            self._lookups,
+            self._client,
         )
         self._resolving = d
         d.addCallbacks(lambda found: self._resolved(set(found)), self._notResolved)
@@ -297,6 +308,11 @@ class Binding:
         self._resolving = None
         if reason.check(LookupRefused):
             self._fail(Reply.GENERAL_FAILURE, reason.value.reason)
+        elif reason.check(DeferredTimeoutError):
+            self._fail(
+                Reply.TTL_EXPIRED,
+                f"expected peer {self._expectedHost!r} not resolved in time",
+            )
         elif not reason.check(CancelledError):
             self._fail(
                 Reply.HOST_UNREACHABLE,

@@ -569,6 +569,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             peerAllowed=self._bindPeerAllowed if factory.policy else None,
             lookups=factory.lookups,
             client=self._clientIP,
+            lookupTimeout=factory.connectTimeout,
         )
         self._bindCleanup = binding.close
         binding.start()

@@ -564,6 +564,27 @@ class ExpectedPeerTests(SynchronousTestCase):
         h.clientLost()
         self.assertTrue(resolver.resolutions[0].cancelled)
 
+    def test_lookupBoundedByConnectTimeout(self) -> None:
+        """
+        The expected peer's lookup takes no longer than the connect timeout
+        (well under the BIND timeout): then it is cancelled and the client
+        gets 0x06.
+        """
+        from tests.udpfakes import FakeHostnameResolver
+
+        resolver = FakeHostnameResolver()
+        h = BindHarness(
+            bindOptions=BindOptions(timeout=120), nameResolver=resolver, connectTimeout=5
+        )
+        h.send(greeting(NO_AUTH) + request("peer.example", 0, command=BIND))
+        h.received()
+        h.reactor.advance(5)
+        self.assertTrue(resolver.resolutions[0].cancelled)
+        self.assertEqual(h.received(), errorReply(0x06))
+        resolver.resolutions[0].complete("127.0.0.7")
+        self.assertEqual(h.factory.lookups.inFlight, 0)
+        self.assertEqual(h.reactor.attempts, [])
+
     def test_overLookupLimit(self) -> None:
         """
         A BIND whose expected peer's lookup would take the client over its
