@@ -6,6 +6,13 @@ By default the reactor's own resolver is used (the system's, run off the
 reactor thread).  L{NamesHostnameResolver} resolves through
 L{twisted.names} instead, against name servers the operator (or a test) names,
 and L{ResolverReactor} hands any L{IHostnameResolver} to L{HostnameEndpoint}.
+
+Every lookup ends with whoever waits for it: L{resolveAddresses} returns a
+cancellable Deferred with a timeout, counted by a L{LookupLimiter} (lookups
+in flight in total and per client); L{NamesHostnameResolver} shares a query
+among the resolutions that ask it at once, cancels it (closing its socket)
+when none waits any more, and keeps answers in an L{AnswerCache} for their
+time to live.
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ from twisted.internet.interfaces import (
     IReactorPluggableNameResolver,
     IResolutionReceiver,
 )
-from twisted.logger import Logger
 from twisted.names import dns
 from twisted.names.error import DNSNameError
 from twisted.python.failure import Failure
@@ -357,8 +363,6 @@ class LookupLimiter:
         every lookup, so that a reload applies at once).
     """
 
-    log = Logger()
-
     def __init__(self, limits: Callable[[], Any]) -> None:
         self._limits = limits
         self.inFlight = 0
@@ -448,7 +452,7 @@ def resolveAddresses(
         resolver.resolveHostName(collector, name, 0, None, transportSemantics)
     except Exception:
         done(())
-    if timeout is not None and not d.called:
+    if timeout is not None and reactor is not None and not d.called:
         d.addTimeout(timeout, reactor)
     return d
 
