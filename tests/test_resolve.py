@@ -742,3 +742,13 @@ class SessionLookupTests(SynchronousTestCase):
             statusLine, _, _ = parseHTTPResponse(h.received())
             self.assertEqual(statusLine, b"HTTP/1.1 503 Service Unavailable")
             self.assertEqual(fake.pending, [])
+
+    def test_reloadedLimitsApply(self) -> None:
+        """
+        The lookup limits are read at every lookup: new limits from a
+        reload apply at once.
+        """
+        h = ProxyHarness(recordEndpoints=False, nameResolver=NamesHostnameResolver(PendingResolver()))
+        h.factory.reconfigure(None, None, Limits(lookupsPerClient=1), {})
+        h.factory.lookups.acquire(CLIENT_ADDRESS.host)
+        self.assertRaises(LookupRefused, h.factory.lookups.acquire, CLIENT_ADDRESS.host)
