@@ -226,7 +226,9 @@ class SilentNameServerTests(unittest.TestCase):
         self.addCleanup(self.proxy.stop)
         baseline = self.baseline()
         for i in range(10):
-            self.sockets.append(askAndStay(self.proxy.port, "127.0.1.60", f"f{i}.silent.test"))
+            self.sockets.append(
+                askAndStay(self.proxy.port, "127.0.1.60", f"f{i}.silent.test")
+            )
         self.assertTrue(waitFor(lambda: self.dns.total() >= 20, 15))
         for sock in self.sockets:
             sock.shutdown(socket.SHUT_WR)

@@ -574,7 +574,8 @@ class LookupLimitTests(SynchronousTestCase):
         resolveAddresses(resolver, "a.test", limiter=limiter, client="192.0.2.1")
         resolveAddresses(resolver, "b.test", limiter=limiter, client="192.0.2.2")
         d = resolveAddresses(resolver, "c.test", limiter=limiter, client="192.0.2.3")
-        self.assertIn("lookup limit (2)", self.failureResultOf(d, LookupRefused).value.reason)
+        failure = self.failureResultOf(d, LookupRefused)
+        self.assertIn("lookup limit (2)", failure.value.reason)
 
     def test_uninterruptibleCountsUntilDone(self) -> None:
         """
@@ -615,7 +616,9 @@ class AnswerCacheTests(SynchronousTestCase):
         name is asked again.
         """
         d = resolveAddresses(self.resolver, "a.test")
-        self.fake.answer(0, [aRecord("a.test", "192.0.2.1", 30), aRecord("a.test", "192.0.2.2", 60)])
+        self.fake.answer(
+            0, [aRecord("a.test", "192.0.2.1", 30), aRecord("a.test", "192.0.2.2", 60)]
+        )
         self.fake.answer(1, [], [soaRecord("test", 3600, 120)])
         self.assertEqual(self.successResultOf(d), ("192.0.2.1", "192.0.2.2"))
         self.clock.advance(29)
@@ -748,7 +751,9 @@ class SessionLookupTests(SynchronousTestCase):
         The lookup limits are read at every lookup: new limits from a
         reload apply at once.
         """
-        h = ProxyHarness(recordEndpoints=False, nameResolver=NamesHostnameResolver(PendingResolver()))
+        h = ProxyHarness(
+            recordEndpoints=False, nameResolver=NamesHostnameResolver(PendingResolver())
+        )
         h.factory.reconfigure(None, None, Limits(lookupsPerClient=1), {})
         h.factory.lookups.acquire(CLIENT_ADDRESS.host)
         self.assertRaises(LookupRefused, h.factory.lookups.acquire, CLIENT_ADDRESS.host)
