@@ -37,12 +37,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 
+from twisted.internet.defer import CancelledError
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from socksrelay.relay import OutboundProtocol, describeAddress
-from socksrelay.resolve import AddressCollector
+from socksrelay.resolve import LookupRefused, resolveAddresses
 from socksrelay.wire import Reply, normaliseAddress
 
 
@@ -228,6 +230,9 @@ class Binding:
         onConnected: Callable[[InboundProtocol], None],
         onFailed: Callable[[Reply, str], None],
         peerAllowed: Callable[[str, int], Any] | None = None,
+        lookups: Any = None,
+        client: str | None = None,
+        lookupTimeout: float | None = None,
     ) -> None:
         """
         @param options: the L{BindOptions}.
@@ -241,7 +246,15 @@ class Binding:
             C{expected} and C{peer} details are filled in.
         @param peerAllowed: C{(ip, port) -> Decision} from the access policy
             for each connecting peer, or C{None} to check nothing more.
+        @param lookups: the L{socksrelay.resolve.LookupLimiter} that counts
+            the expected peer's lookup for C{client} (the client's IP).
+        @param lookupTimeout: seconds that lookup may take (C{None}: until
+            the BIND's own timeout).
         """
+        self._lookupTimeout = lookupTimeout
+        self._lookups = lookups
+        self._client = client
+        self._resolving: Any = None
         self._options = options
         self._reactor = reactor
         self._resolver = resolver
@@ -279,15 +292,36 @@ class Binding:
         self._listen()
 
     def _resolve(self, name: str) -> None:
-        receiver = AddressCollector(lambda found: self._resolved(set(found)))
-        try:
-            self._resolver.resolveHostName(receiver, name, 0, None, "TCP")
-        except Exception as e:
+        d = resolveAddresses(
+            self._resolver,
+            name,
+            "TCP",
+            self._lookupTimeout,
+            self._reactor,
+            self._lookups,
+            self._client,
+        )
+        self._resolving = d
+        d.addCallbacks(lambda found: self._resolved(set(found)), self._notResolved)
+
+    def _notResolved(self, reason: Any) -> None:
+        self._resolving = None
+        if reason.check(LookupRefused):
+            self._fail(Reply.GENERAL_FAILURE, reason.value.reason)
+        elif reason.check(DeferredTimeoutError):
             self._fail(
-                Reply.HOST_UNREACHABLE, f"expected peer {name!r} not resolved: {e}"
+                Reply.TTL_EXPIRED,
+                f"expected peer {self._expectedHost!r} not resolved in time",
+            )
+        elif not reason.check(CancelledError):
+            self._fail(
+                Reply.HOST_UNREACHABLE,
+                f"expected peer {self._expectedHost!r} not resolved: "
+                f"{reason.getErrorMessage()}",
             )
 
     def _resolved(self, addresses: set[str]) -> None:
+        self._resolving = None
         if self._closed:
             return
         if not addresses:
@@ -384,6 +418,9 @@ class Binding:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        resolving, self._resolving = self._resolving, None
+        if resolving is not None:
+            resolving.cancel()
         port, self.port = self.port, None
         if port is not None:
             port.stopListening()

@@ -67,6 +67,8 @@ LIMIT_KEYS = {
     "rate": "rate",
     "burst": "burst",
     "bandwidth-burst": "bandwidthBurst",
+    "lookups": "lookups",
+    "lookups-per-client": "lookupsPerClient",
 }
 #: Limits that may be fractions.
 FRACTIONAL_LIMITS = {"rate", "bandwidth-burst"}

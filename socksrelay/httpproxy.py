@@ -28,6 +28,7 @@ from twisted.web.proxy import Proxy, ProxyClient, ProxyClientFactory, ProxyReque
 from socksrelay.dialects import HTTP_REALM
 from socksrelay.httpwire import canonicalTargetHost
 from socksrelay.wire import ProtocolError
+from socksrelay.limits import Refusal
 
 #: Headers that belong to one connection, never forwarded (RFC 9110 7.6.1),
 #: plus the proxy's own credentials.
@@ -282,6 +283,8 @@ class ForwardRequest(ProxyRequest):
         elif reason.check(ConnectBindError):
             text = f"cannot bind the outgoing address: {reason.getErrorMessage()}"
             self._answer(502, b"Bad Gateway", text)
+        elif reason.check(Refusal):
+            self._answer(503, b"Service Unavailable", reason.getErrorMessage())
         elif reason.check(TimeoutError, DeferredTimeoutError, ConnectingCancelledError):
             self._answer(504, b"Gateway Timeout", f"{host}:{port} did not answer in time")
         else:

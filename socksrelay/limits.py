@@ -35,6 +35,10 @@ class Limits:
         limit (C{up}/C{down}) can pass at once, beyond the rate (at least
         L{socksrelay.throttle.MIN_BURST} bytes); see
         L{socksrelay.throttle}.
+    @ivar lookups: destination name lookups in flight in total (each
+        counted until its resolver returns, even after its session left).
+    @ivar lookupsPerClient: name lookups in flight per client IP address
+        (well below C{lookups}, so that no one address can take them all).
     """
 
     sessions: int = 10000
@@ -44,6 +48,8 @@ class Limits:
     rate: float = 0.0
     burst: int = 100
     bandwidthBurst: float = DEFAULT_BURST_SECONDS
+    lookups: int = 256
+    lookupsPerClient: int = 16
 
 
 class Refusal(Exception):

@@ -50,7 +50,7 @@ from socksrelay.relay import Activity, OutboundFactory, OutboundProtocol, RelayE
 from socksrelay.relay import describeAddress, splice
 from socksrelay.throttle import ThrottleRegistry
 from socksrelay.limits import Admission, Limits, Refusal
-from socksrelay.resolve import resolveAddresses
+from socksrelay.resolve import LookupLimiter, LookupRefused, resolveAddresses
 from socksrelay.rules import Decision, Policy, Query
 from socksrelay.session import Session
 from socksrelay.wire import (
@@ -83,6 +83,8 @@ def replyForFailure(reason: Failure) -> tuple[Reply, str]:
     if isinstance(value, error.ConnectBindError):
         # The proxy's own outgoing address (external), not the destination.
         return Reply.GENERAL_FAILURE, f"cannot bind the outgoing address: {value}"
+    if isinstance(value, LookupRefused):
+        return Reply.GENERAL_FAILURE, value.reason
     if isinstance(value, error.ConnectionRefusedError):
         return Reply.CONNECTION_REFUSED, "connection refused"
     if isinstance(value, (error.DNSLookupError, error.UnknownHostError)):
@@ -566,6 +568,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             onConnected=self._bindConnected,
             onFailed=self._bindFailed,
             peerAllowed=self._bindPeerAllowed if factory.policy else None,
+            lookups=factory.lookups,
+            client=self._clientIP,
+            lookupTimeout=factory.connectTimeout,
         )
         self._bindCleanup = binding.close
         binding.start()
@@ -818,6 +823,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             if addresses is not None:
                 if not addresses:
                     raise error.DNSLookupError(host)
+            if addresses is not None and server.policy is not None:
                 decision = self._checkDestination(host, port, addresses)
                 if not decision.allowed:
                     raise Denied(decision.rule)
@@ -825,14 +831,14 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
                 factory
             )
 
-        if server.policy is None:
+        if server.policy is None and server.connectEndpoint != server.defaultEndpoint:
             d = connect(None)
         else:
             literal = _literalAddress(host)
             if literal is not None:
                 d = succeed(literal)
             else:
-                d = resolveAddresses(server.resolver(), host)
+                d = server.resolveName(host, self._clientIP)
             d.addCallback(connect)
         d.addTimeout(server.connectTimeout, server.reactor)
         self._forwardConnects.add(d)
@@ -925,14 +931,14 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self._connectTimer = factory.reactor.callLater(
             factory.connectTimeout, self._connectTimeout
         )
-        if factory.policy is None:
+        if factory.policy is None and factory.connectEndpoint != factory.defaultEndpoint:
             self._openConnection(host, port, None)
             return
         literal = _literalAddress(host)
         if literal is not None:
             self._checkThenOpen(host, port, literal)
             return
-        d = resolveAddresses(factory.resolver(), host)
+        d = factory.resolveName(host, self._clientIP)
         self._connecting = d
         d.addCallback(self._resolvedForConnect, host, port)
         d.addErrback(self._ebConnected)
@@ -962,6 +968,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         return decision
 
     def _checkThenOpen(self, host: str, port: int, addresses: tuple[str, ...]) -> None:
+        if self.factory.policy is None:
+            self._openConnection(host, port, addresses)
+            return
         decision = self._checkDestination(host, port, addresses)
         if not decision.allowed:
             self._stopConnectTimer()
@@ -1051,6 +1060,13 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self._stopConnectTimer()
         self._waiting = False
         if self._lost:
+            return
+        if reason.check(LookupRefused):
+            # Over the lookup limits: 0x01 (SOCKS4 91, HTTP 503) at once.
+            data, self.session.replyText = self._dialect.limited(False, False)
+            self.session.reply = int(Reply.GENERAL_FAILURE)
+            self.transport.write(data)  # type: ignore[union-attr]
+            self._end(reason.value.reason)
             return
         if timedOut:
             reply, why = Reply.TTL_EXPIRED, "connection timed out"
@@ -1246,8 +1262,9 @@ class SOCKS5ServerFactory(Factory):
         self.observers: list[Any] = []
         #: Outgoing addresses for outbound connections and UDP sockets
         #: (Dante's C{external}); each session takes one per family in turn.
-        #: They apply when a policy is set (connections then go to checked
-        #: addresses) and C{connectEndpoint} is the default.
+        #: They apply when C{connectEndpoint} is the default (connections
+        #: then go to the addresses resolved, and checked if there is a
+        #: policy).
         self.externals = tuple(externals)
         self._externalTurn = {4: 0, 6: 0}
         #: The live client connections.
@@ -1261,6 +1278,8 @@ class SOCKS5ServerFactory(Factory):
         self.zeroCopy = zeroCopy
         #: The limits (L{socksrelay.limits.Limits}) and their counts.
         self.admission = Admission(limits or Limits(), reactor.seconds)
+        #: Name lookups in flight (L{Limits.lookups}, C{lookupsPerClient}).
+        self.lookups = LookupLimiter(lambda: self.admission.limits)
         self.throttles = ThrottleRegistry(reactor, self.admission.limits.bandwidthBurst)
         #: The access policy (L{socksrelay.rules.Policy}), or C{None} to
         #: check nothing.
@@ -1283,7 +1302,8 @@ class SOCKS5ServerFactory(Factory):
 
             self.udpOptions = udpOptions or UDPOptions()
             self.udpRelay = UDPRelay(
-                self.udpOptions, reactor, nameResolver or reactor.nameResolver
+                self.udpOptions, reactor, nameResolver or reactor.nameResolver,
+                self.lookups,
             )
         #: L{socksrelay.bind.BindOptions}, or C{None}: BIND refused.
         self.bindOptions: Any = None
@@ -1352,6 +1372,16 @@ class SOCKS5ServerFactory(Factory):
         The L{IHostnameResolver} for destination names.
         """
         return self.nameResolver or self.reactor.nameResolver
+
+    def resolveName(self, host: str, client: str | None) -> Deferred[tuple[str, ...]]:
+        """
+        Resolve a destination name for C{client}: counted against the lookup
+        limits, within the connect timeout, cancelled with the Deferred.
+        """
+        return resolveAddresses(
+            self.resolver(), host, "TCP", self.connectTimeout, self.reactor,
+            self.lookups, client,
+        )
 
     def pickExternal(self) -> dict[int, str]:
         """

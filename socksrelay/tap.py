@@ -507,7 +507,9 @@ def makeFactory(config: Options, reactor: Any) -> SOCKS5ServerFactory:
     if config["nameservers"]:
         from socksrelay.resolve import NamesHostnameResolver
 
-        nameResolver = NamesHostnameResolver.forServers(config["nameservers"], reactor)
+        nameResolver = NamesHostnameResolver.forServers(
+            config["nameservers"], reactor, timeout=config["connect-timeout"]
+        )
     return SOCKS5ServerFactory(
         portal=portal,
         reactor=reactor,

@@ -33,7 +33,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from socksrelay.resolve import AddressCollector
+from socksrelay.resolve import LookupRefused, resolveAddresses
 from socksrelay.wire import (
     MAX_UDP_PAYLOAD,
     ProtocolError,
@@ -102,12 +102,16 @@ class NameCache:
     resolutions in progress shared by every datagram that waits for them.
     """
 
-    def __init__(self, options: UDPOptions, reactor: Any, resolver: Any) -> None:
+    def __init__(
+        self, options: UDPOptions, reactor: Any, resolver: Any, lookups: Any = None
+    ) -> None:
         self._options = options
         self._reactor = reactor
         self._resolver = resolver
+        self._lookups = lookups
+        self._resolving: dict[str, Any] = {}
         self._entries: OrderedDict[str, tuple[float, tuple[str, ...]]] = OrderedDict()
-        self._pending: dict[str, list[Callable[[tuple[str, ...]], None]]] = {}
+        self._pending: dict[str, list[Callable[[tuple[str, ...] | None], None]]] = {}
 
     def lookup(self, name: str) -> tuple[str, ...] | None:
         """
@@ -124,32 +128,68 @@ class NameCache:
             return None
         return addresses
 
-    def resolve(self, name: str, callback: Callable[[tuple[str, ...]], None]) -> None:
+    def resolve(
+        self,
+        name: str,
+        callback: Callable[[tuple[str, ...] | None], None],
+        client: str | None = None,
+    ) -> Callable[[], None]:
         """
         Resolve C{name} without blocking and call C{callback} with its
-        addresses (empty if it did not resolve).
+        addresses (empty if it did not resolve within
+        L{UDPOptions.resolveTimeout}), or with C{None} when the lookup
+        limits refuse it (see L{socksrelay.resolve.LookupLimiter}; counted
+        for C{client}).
+
+        @return: a callable that withdraws C{callback}; the lookup is
+            cancelled when no callback waits for it any more.
         """
         key = name.lower()
         waiting = self._pending.get(key)
-        if waiting is not None:
+        if waiting is None:
+            waiting = self._pending[key] = []
             waiting.append(callback)
+            d = resolveAddresses(
+                self._resolver,
+                name,
+                "UDP",
+                self._options.resolveTimeout,
+                self._reactor,
+                self._lookups,
+                client,
+            )
+            if key in self._pending:
+                self._resolving[key] = d
+            d.addCallbacks(
+                lambda addresses: self._resolved(key, addresses),
+                lambda reason: self._failed(key, reason),
+            )
+        else:
+            waiting.append(callback)
+
+        def withdraw() -> None:
+            callbacks = self._pending.get(key)
+            if callbacks is not None and callback in callbacks:
+                callbacks.remove(callback)
+                if not callbacks:
+                    del self._pending[key]
+                    lookup = self._resolving.pop(key, None)
+                    if lookup is not None:
+                        lookup.cancel()
+
+        return withdraw
+
+    def _failed(self, key: str, reason: Any) -> None:
+        if reason.check(LookupRefused):
+            self._resolving.pop(key, None)
+            for callback in self._pending.pop(key, []):
+                callback(None)
             return
-        self._pending[key] = [callback]
-        timer = self._reactor.callLater(
-            self._options.resolveTimeout, self._resolved, key, ()
-        )
-
-        def done(addresses: tuple[str, ...]) -> None:
-            if timer.active():
-                timer.cancel()
-                self._resolved(key, addresses)
-
-        try:
-            self._resolver.resolveHostName(AddressCollector(done), name, 0, None, "UDP")
-        except Exception:
-            done(())
+        # A timeout (or any other failure) counts as not resolved.
+        self._resolved(key, ())
 
     def _resolved(self, key: str, addresses: tuple[str, ...]) -> None:
+        self._resolving.pop(key, None)
         if key not in self._pending:
             return
         ttl = self._options.nameCacheTTL if addresses else self._options.negativeCacheTTL
@@ -167,10 +207,12 @@ class UDPRelay:
     behind the caps, and the name cache.
     """
 
-    def __init__(self, options: UDPOptions, reactor: Any, resolver: Any) -> None:
+    def __init__(
+        self, options: UDPOptions, reactor: Any, resolver: Any, lookups: Any = None
+    ) -> None:
         self.options = options
         self.reactor = reactor
-        self.names = NameCache(options, reactor, resolver)
+        self.names = NameCache(options, reactor, resolver, lookups)
         self._perClient: Counter[str] = Counter()
         self.active = 0
 
@@ -314,6 +356,8 @@ class UDPAssociation:
         self._outbound: dict[int, Any] = {}
         self._permitted: set[str] = set()
         self._queued = 0
+        #: Withdraw this association's callbacks from lookups in progress.
+        self._withdrawals: set[Callable[[], None]] = set()
         self._idleCall: Any = None
         self._lastActive = 0.0
         self._closed = False
@@ -377,6 +421,9 @@ class UDPAssociation:
             if port is not None:
                 port.stopListening()
         self._outbound.clear()
+        for withdraw in list(self._withdrawals):
+            withdraw()
+        self._withdrawals.clear()
         self._relay.released(self.clientHost)
         self._record()
 
@@ -465,17 +512,27 @@ class UDPAssociation:
             self._drop("resolve-queue-full")
             return
         self._queued += 1
+        withdrawals: list[Callable[[], None]] = []
+        finished: list[bool] = []
 
-        def resolved(addresses: tuple[str, ...]) -> None:
+        def resolved(addresses: tuple[str, ...] | None) -> None:
+            finished.append(True)
             self._queued -= 1
+            for withdraw in withdrawals:
+                self._withdrawals.discard(withdraw)
             if self._closed:
                 return
-            if addresses:
+            if addresses is None:
+                self._drop("lookup-limit")
+            elif addresses:
                 self._sendTo(addresses[0], port, payload, name)
             else:
                 self._drop("unresolved")
 
-        names.resolve(name, resolved)
+        withdraw = names.resolve(name, resolved, self.clientHost)
+        if not finished:
+            withdrawals.append(withdraw)
+            self._withdrawals.add(withdraw)
 
     def _outboundFor(self, host: str) -> Any:
         family = 6 if ":" in host else 4

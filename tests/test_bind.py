@@ -31,6 +31,7 @@ from socksrelay.bind import (
     listen,
     parseAdvertiseAddress,
 )
+from socksrelay.limits import Limits
 from socksrelay.relay import RelayEnd
 from socksrelay.server import SOCKS5ServerFactory
 from socksrelay.wire import Reply
@@ -548,6 +549,53 @@ class ExpectedPeerTests(SynchronousTestCase):
         self.assertEqual(h.reactor.attempts, [])
         self.assertEqual(h.received(), b"")
         self.assertEqual(h.reactor.getDelayedCalls(), [])
+
+    def test_clientLeavesCancelsLookup(self) -> None:
+        """
+        A client that leaves while the expected peer's name resolves
+        cancels the lookup, which is no longer counted.
+        """
+        from tests.udpfakes import FakeHostnameResolver
+
+        resolver = FakeHostnameResolver()
+        h = BindHarness(nameResolver=resolver)
+        h.send(greeting(NO_AUTH) + request("peer.example", 0, command=BIND))
+        self.assertEqual(h.factory.lookups.inFlight, 1)
+        h.clientLost()
+        self.assertTrue(resolver.resolutions[0].cancelled)
+
+    def test_lookupBoundedByConnectTimeout(self) -> None:
+        """
+        The expected peer's lookup takes no longer than the connect timeout
+        (well under the BIND timeout): then it is cancelled and the client
+        gets 0x06.
+        """
+        from tests.udpfakes import FakeHostnameResolver
+
+        resolver = FakeHostnameResolver()
+        h = BindHarness(
+            bindOptions=BindOptions(timeout=120), nameResolver=resolver, connectTimeout=5
+        )
+        h.send(greeting(NO_AUTH) + request("peer.example", 0, command=BIND))
+        h.received()
+        h.reactor.advance(5)
+        self.assertTrue(resolver.resolutions[0].cancelled)
+        self.assertEqual(h.received(), errorReply(0x06))
+        resolver.resolutions[0].complete("127.0.0.7")
+        self.assertEqual(h.factory.lookups.inFlight, 0)
+        self.assertEqual(h.reactor.attempts, [])
+
+    def test_overLookupLimit(self) -> None:
+        """
+        A BIND whose expected peer's lookup would take the client over its
+        lookup limit gets 0x01 at once, nothing looked up.
+        """
+        resolver = PendingHostnameResolver()
+        h = BindHarness(nameResolver=resolver, limits=Limits(lookupsPerClient=1))
+        h.factory.lookups.acquire(CLIENT_ADDRESS.host)
+        h.send(greeting(NO_AUTH) + request("peer.example", 0, command=BIND))
+        self.assertEqual(h.received(), b"\x05\x00" + errorReply(0x01))
+        self.assertEqual(resolver.names, [])
 
 
 class BindRelayTests(SynchronousTestCase):

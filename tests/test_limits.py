@@ -913,6 +913,16 @@ class LimitsConfigTests(SynchronousTestCase):
             ),
         )
 
+    def test_lookupKeys(self) -> None:
+        """
+        C{lookups} and C{lookups-per-client} set the name lookup limits;
+        by default one client may have 16 lookups in flight of 256.
+        """
+        config = parseConfig("[limits]\nlookups = 40\nlookups-per-client = 4\n")
+        limits = Limits(**config.limits)
+        self.assertEqual((limits.lookups, limits.lookupsPerClient), (40, 4))
+        self.assertEqual((Limits().lookups, Limits().lookupsPerClient), (256, 16))
+
     def test_noTableDefaults(self) -> None:
         """
         Without a C{[limits]} table the defaults apply.

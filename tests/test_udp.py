@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import FailTest, SynchronousTestCase
 
 from socksrelay import tap
+from socksrelay.limits import Limits
 from socksrelay.server import SOCKS5ServerFactory
 from socksrelay.udp import UDPOptions
 from tests.fakes import RecordingTransport, errorReply, greeting, request
@@ -1065,6 +1066,61 @@ class NameResolutionTests(SynchronousTestCase):
         h.resolver.resolutions[0].complete("192.0.2.7")
         self.assertEqual(c.outboundPorts(), [])
         self.assertEqual(h.reactor.openUDPPorts(), [])
+
+    def test_closeCancelsLookup(self) -> None:
+        """
+        When the only association waiting for a name ends, its lookup is
+        cancelled (its sockets closed) and no longer counted.
+        """
+        h = UDPHarness()
+        c = h.associated()
+        c.fromClient(udpDatagram("dns.example", 53, b"query"))
+        self.assertEqual(h.factory.lookups.inFlight, 1)
+        c.lost()
+        self.assertTrue(h.resolver.resolutions[0].cancelled)
+
+    def test_sharedLookupLastWaiter(self) -> None:
+        """
+        A lookup shared by two associations is cancelled only when the
+        second of them ends.
+        """
+        h = UDPHarness()
+        first = h.associated()
+        second = h.associated(peerAddress=IPv4Address("TCP", "192.0.2.99", 40001))
+        first.fromClient(udpDatagram("dns.example", 53, b"one"))
+        second.fromClient(
+            udpDatagram("dns.example", 53, b"two"), addr=("192.0.2.99", 40002)
+        )
+        [resolution] = h.resolver.resolutions
+        first.lost()
+        self.assertFalse(resolution.cancelled)
+        second.lost()
+        self.assertTrue(resolution.cancelled)
+
+    def test_lookupTimeoutCancels(self) -> None:
+        """
+        A lookup that takes longer than C{resolveTimeout} is cancelled; the
+        datagram is dropped as unresolved.
+        """
+        h = UDPHarness(resolveTimeout=5)
+        c = h.associated()
+        c.fromClient(udpDatagram("slow.example", 53, b"query"))
+        h.reactor.advance(5)
+        self.assertTrue(h.resolver.resolutions[0].cancelled)
+        self.assertEqual(c.drops, {"unresolved": 1})
+
+    def test_overLookupLimitDropped(self) -> None:
+        """
+        A datagram whose name would take a client over its lookup limit is
+        dropped (C{lookup-limit}), and nothing is looked up.
+        """
+        h = UDPHarness()
+        h.factory.admission.limits = Limits(lookupsPerClient=1)
+        c = h.associated()
+        c.fromClient(udpDatagram("one.example", 53, b"query"))
+        c.fromClient(udpDatagram("two.example", 53, b"query"))
+        self.assertEqual(len(h.resolver.resolutions), 1)
+        self.assertEqual(c.drops, {"lookup-limit": 1})
 
 
 class LifetimeTests(SynchronousTestCase):

@@ -176,9 +176,10 @@ class FakeResolution:
         self.portNumber = portNumber
         self.transportSemantics = transportSemantics
         self.done = False
+        self.cancelled = False
 
     def cancel(self) -> None:
-        pass
+        self.cancelled = True
 
     def complete(self, *hosts: str) -> None:
         """
