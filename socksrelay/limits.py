@@ -24,19 +24,31 @@ class Limits:
     @ivar sessionsPerClient: concurrent sessions per client IP address.
     @ivar sessionsPerUser: concurrent sessions per authenticated user.
     @ivar handshakes: connections that have not finished their handshake.
+    @ivar handshakesPerClient: connections from one client IP address that
+        have not finished their handshake; well below C{handshakes}, so that
+        one address holding idle connections cannot lock everyone else out.
     @ivar rate: new sessions per second per client IP (a token bucket that
         holds up to C{burst} sessions); off by default, since many users
         can share one IP address behind NAT.
     @ivar burst: how many new sessions a client IP may open at once (0: no
         more than one second's worth of C{rate}).
+    @ivar backlog: the C{listen(2)} backlog of every listening port (the
+        kernel caps it at C{net.core.somaxconn}); read when the ports are
+        opened, not on reload.
+
+    Each per-client and per-user default is well below its global
+    counterpart, so that no single address or user can take a whole global
+    limit.
     """
 
     sessions: int = 10000
     sessionsPerClient: int = 1024
     sessionsPerUser: int = 256
     handshakes: int = 1024
+    handshakesPerClient: int = 64
     rate: float = 0.0
     burst: int = 100
+    backlog: int = 1024
 
 
 class Refusal(Exception):
@@ -68,6 +80,8 @@ class Admission:
         self.sessions = 0
         self.handshakes = 0
         self.perClient: Counter[str] = Counter()
+        #: Connections of each client IP still in their handshake.
+        self.handshakesPerClient: Counter[str] = Counter()
         self.perUser: Counter[str] = Counter()
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
@@ -82,6 +96,14 @@ class Admission:
             raise Refusal(
                 f"session limit per client ({limits.sessionsPerClient}) reached for {client}"
             )
+        if (
+            limits.handshakesPerClient
+            and self.handshakesPerClient[client] >= limits.handshakesPerClient
+        ):
+            raise Refusal(
+                f"handshake limit per client ({limits.handshakesPerClient}) "
+                f"reached for {client}"
+            )
         if limits.handshakes and self.handshakes >= limits.handshakes:
             raise Refusal(f"handshake limit ({limits.handshakes}) reached")
         if limits.rate and not self._takeToken(client):
@@ -92,6 +114,7 @@ class Admission:
         self.sessions += 1
         self.handshakes += 1
         self.perClient[client] += 1
+        self.handshakesPerClient[client] += 1
 
     def _takeToken(self, client: str) -> bool:
         now = self._seconds()
@@ -108,11 +131,15 @@ class Admission:
             self._buckets.popitem(last=False)
         return allowed
 
-    def handshakeDone(self) -> None:
+    def handshakeDone(self, client: str) -> None:
         """
-        A counted connection finished (or abandoned) its handshake.
+        A counted connection of C{client} finished (or abandoned) its
+        handshake.
         """
         self.handshakes -= 1
+        self.handshakesPerClient[client] -= 1
+        if self.handshakesPerClient[client] <= 0:
+            del self.handshakesPerClient[client]
 
     def admitUser(self, user: str, limit: int | None = None) -> None:
         """

@@ -281,7 +281,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             self.session.handshakeDone = self.factory.reactor.seconds()
         if self._inHandshake:
             self._inHandshake = False
-            self.factory.admission.handshakeDone()
+            self.factory.admission.handshakeDone(self._clientIP)
 
     def _admitUser(self) -> bool:
         """
