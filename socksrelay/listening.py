@@ -7,6 +7,7 @@ that should stay local is reachable from the network.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from zope.interface import implementer
@@ -33,6 +34,34 @@ def isLoopback(address: Any) -> bool:
         return ipaddress.ip_address(normaliseAddress(host)).is_loopback
     except ValueError:
         return False
+
+
+#: The endpoint types whose parsers take C{backlog=}.
+BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "unix"})
+
+#: Endpoint types that wrap the endpoint described after them.
+WRAPPER_TYPES = frozenset({"haproxy"})
+
+
+def withBacklog(description: str, backlog: int) -> str:
+    """
+    Return the server endpoint C{description} with C{backlog=BACKLOG}
+    added, for the types that take one (C{tcp}, C{tcp6}, C{ssl}, C{unix},
+    and those inside C{haproxy:}); a description that sets C{backlog=}
+    itself, or of another type (C{systemd:}, plugins), is returned as it
+    is.
+    """
+    # Parameters are separated by colons not escaped with a backslash.
+    fields = re.split(r"(?<!\\):", description)
+    if any(f.strip().lower().startswith("backlog=") for f in fields[1:]):
+        return description
+    types = [f.strip().lower() for f in fields]
+    index = 0
+    while index < len(types) - 1 and types[index] in WRAPPER_TYPES:
+        index += 1
+    if types[index] not in BACKLOG_TYPES:
+        return description
+    return f"{description}:backlog={backlog}"
 
 
 @implementer(IStreamServerEndpoint)

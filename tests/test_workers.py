@@ -194,6 +194,29 @@ class OptionTests(SynchronousTestCase):
         controls = [s for s in top if isinstance(s, StreamServerEndpointService)]
         self.assertEqual([s.name for s in controls], ["control"])
 
+    def test_supervisorBacklog(self) -> None:
+        """
+        The supervisor, which makes the listening sockets the workers
+        share, opens them with the listen backlog (C{--backlog}, 1024 by
+        default) unless a C{--port} sets C{backlog=} itself.
+        """
+        for argv, expected in [
+            ((), [1024, 10]),
+            (("--backlog", "400"), [400, 10]),
+        ]:
+            options = parse(
+                "--workers", "2",
+                "--port", "1080",
+                "--port", "tcp:1081:interface=127.0.0.1:backlog=10",
+                *argv,
+            )
+            reactor = MemoryReactorClock()
+            top = tap.makeService(options, reactor)
+            (supervisor,) = [s for s in top if isinstance(s, WorkerSupervisor)]
+            for endpoint in supervisor.endpoints:
+                endpoint.listen(object())
+            self.assertEqual([entry[2] for entry in reactor.tcpServers], expected)
+
     def test_makeServiceToken(self) -> None:
         """
         The supervisor's control site asks for the --control-token-file
