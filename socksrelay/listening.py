@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
+from typing import Any, Callable
 
 from zope.interface import implementer
 
@@ -72,6 +72,8 @@ class AnnouncingEndpoint:
     true and it listens beyond loopback.
 
     @ivar ports: the ports it listens on.
+    @ivar onListening: called with the address of each port it listens on
+        (such as L{socksrelay.ownports.OwnListeners.add}).
     """
 
     what = "listening on"
@@ -82,6 +84,7 @@ class AnnouncingEndpoint:
         self._endpoint = endpoint
         self._warn = warn
         self.ports: list[IListeningPort] = []
+        self.onListening: list[Callable[[Any], None]] = []
 
     @property
     def listening(self) -> int:
@@ -94,6 +97,8 @@ class AnnouncingEndpoint:
         def announce(port: IListeningPort) -> IListeningPort:
             self.ports.append(port)
             address = port.getHost()
+            for notify in self.onListening:
+                notify(address)
             host = getattr(address, "host", None)
             if host is not None:
                 _log.info(

@@ -50,6 +50,7 @@ from socksrelay.relay import Activity, OutboundFactory, OutboundProtocol, RelayE
 from socksrelay.relay import describeAddress, splice
 from socksrelay.throttle import ThrottleRegistry
 from socksrelay.limits import Admission, Limits, Refusal
+from socksrelay.ownports import NO_POLICY, OwnListeners
 from socksrelay.resolve import resolveAddresses
 from socksrelay.rules import Decision, Policy, Query
 from socksrelay.session import Session
@@ -160,6 +161,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         )
         self.session.clientEnd = self
         factory.live.add(self)
+        factory.ownListeners.addTransport(self.transport)
         self.session.start()
         self.setTimeout(factory.handshakeTimeout)
         peer = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
@@ -813,18 +815,18 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         server = self.factory
 
         def connect(addresses: tuple[str, ...] | None) -> Deferred[Any]:
-            if addresses is not None:
-                if not addresses:
-                    raise error.DNSLookupError(host)
-                decision = self._checkDestination(host, port, addresses)
-                if not decision.allowed:
-                    raise Denied(decision.rule)
+            if addresses is not None and not addresses:
+                raise error.DNSLookupError(host)
+            checked = addresses or _literalAddress(host) or ()
+            decision = self._checkDestination(host, port, checked)
+            if not decision.allowed:
+                raise Denied(decision.rule)
             return server.endpointFor(host, port, addresses, self._external()).connect(
                 factory
             )
 
         if server.policy is None:
-            d = connect(None)
+            d = succeed(None).addCallback(connect)
         else:
             literal = _literalAddress(host)
             if literal is not None:
@@ -923,10 +925,11 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self._connectTimer = factory.reactor.callLater(
             factory.connectTimeout, self._connectTimeout
         )
-        if factory.policy is None:
-            self._openConnection(host, port, None)
-            return
         literal = _literalAddress(host)
+        if factory.policy is None:
+            # Nothing resolved: only an address given as such is checked.
+            self._checkThenOpen(host, port, literal or ())
+            return
         if literal is not None:
             self._checkThenOpen(host, port, literal)
             return
@@ -950,10 +953,14 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     ) -> Decision:
         """
         Decide an outbound connection (CONNECT or a forwarded request),
-        remember it for a recheck, and record the rule (and a denial).
+        remember it for a recheck, and record the rule (and a denial).  One
+        of the proxy's own listeners is refused, even with no policy.
         """
+        decision = self.factory.ownListeners.decide(port, addresses)
+        if decision is None and self.factory.policy is None:
+            return NO_POLICY
         self._allowedQuery = ("connect", host, port, addresses)
-        decision = self._decide("connect", host, port, addresses)
+        decision = decision or self._decide("connect", host, port, addresses)
         self.session.details["rule"] = decision.rule
         if not decision.allowed:
             self.session.count("denied", rule=decision.rule)
@@ -966,7 +973,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             self._waiting = False
             self._replyAndEnd(Reply.NOT_ALLOWED, f"denied by {decision.rule}")
             return
-        self._openConnection(host, port, addresses)
+        # With no policy, nothing was resolved: connect as asked.
+        checked = None if self.factory.policy is None else addresses
+        self._openConnection(host, port, checked)
 
     def _openConnection(
         self, host: str, port: int, addresses: tuple[str, ...] | None
@@ -1251,6 +1260,8 @@ class SOCKS5ServerFactory(Factory):
         self.zeroCopy = zeroCopy
         #: The limits (L{socksrelay.limits.Limits}) and their counts.
         self.admission = Admission(limits or Limits(), reactor.seconds)
+        #: Where this proxy listens (L{socksrelay.ownports}), never relayed to.
+        self.ownListeners = OwnListeners()
         self.throttles = ThrottleRegistry(reactor)
         #: The access policy (L{socksrelay.rules.Policy}), or C{None} to
         #: check nothing.

@@ -569,11 +569,12 @@ def makeService(config: Options, reactor: Any = None) -> service.MultiService:
     for description in config["ports"]:
         description = listening.withBacklog(description, config["backlog"])
         endpoint = AnnouncingEndpoint(serverFromString(reactor, description), openProxy)
+        endpoint.onListening.append(factory.ownListeners.add)
         endpoints.append(endpoint)
         StreamServerEndpointService(endpoint, factory).setServiceParent(top)
     if config.get("metrics"):
         tokenFile = config.get("control-token-file")
-        controlService(
+        control = controlService(
             factory,
             config["metrics"],
             reactor,
@@ -581,7 +582,10 @@ def makeService(config: Options, reactor: Any = None) -> service.MultiService:
             maxUsers=config.get("metrics-max-users", 100),
             token=None if tokenFile is None else tokenFile.token,
             listeningSockets=lambda: sum(e.listening for e in endpoints),
-        ).setServiceParent(top)
+        )
+        # Never relayed to, like the SOCKS ports.
+        control.endpoint.onListening.append(factory.ownListeners.add)
+        control.setServiceParent(top)
     return top
 
 
