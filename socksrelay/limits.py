@@ -82,6 +82,10 @@ class Admission:
         self.perClient: Counter[str] = Counter()
         #: Connections of each client IP still in their handshake.
         self.handshakesPerClient: Counter[str] = Counter()
+        #: Refused connections kept open until they can be answered, in
+        #: all and per client IP.
+        self.refused = 0
+        self.refusedPerClient: Counter[str] = Counter()
         self.perUser: Counter[str] = Counter()
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
@@ -115,6 +119,35 @@ class Admission:
         self.handshakes += 1
         self.perClient[client] += 1
         self.handshakesPerClient[client] += 1
+
+    def holdRefused(self, client: str) -> bool:
+        """
+        A connection from C{client} was refused: whether it may stay open
+        until its first bytes say in which protocol to answer (then count it
+        until L{refusedGone}), or must be closed at once.  A client may keep
+        as many refused connections waiting as it may have handshakes, and
+        all clients together as many as the handshake limit, so that
+        refused connections cannot pile up without bound.
+        """
+        limits = self.limits
+        if limits.handshakesPerClient and (
+            self.refusedPerClient[client] >= limits.handshakesPerClient
+        ):
+            return False
+        if limits.handshakes and self.refused >= limits.handshakes:
+            return False
+        self.refused += 1
+        self.refusedPerClient[client] += 1
+        return True
+
+    def refusedGone(self, client: str) -> None:
+        """
+        A refused connection that L{holdRefused} kept open is closed.
+        """
+        self.refused -= 1
+        self.refusedPerClient[client] -= 1
+        if self.refusedPerClient[client] <= 0:
+            del self.refusedPerClient[client]
 
     def _takeToken(self, client: str) -> bool:
         now = self._seconds()

@@ -129,6 +129,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     _association: Any = None
     _bindCleanup: Callable[[], None] | None = None
     _admitted = False
+    _refusedHeld = False
     _inHandshake = False
     _refusal: Any = None
     _countedUser: str | None = None
@@ -170,8 +171,15 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         try:
             factory.admission.admit(self._clientIP)
         except Refusal as e:
-            # Answered (in the client's protocol) when its first byte comes.
+            # Answered (in the client's protocol) when its first byte comes,
+            # unless this client has too many refused connections waiting.
             self._refusal = e
+            self._refusedHeld = factory.admission.holdRefused(self._clientIP)
+            if not self._refusedHeld:
+                self.session.count("limit", reason=e.reason)
+                self._end(
+                    f"limit: {e.reason}; closed at once, too many refused connections"
+                )
         else:
             self._admitted = self._inHandshake = True
 
@@ -1088,6 +1096,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         if self._admitted:
             self._admitted = False
             self.factory.admission.release(self._clientIP, self._countedUser)
+        if self._refusedHeld:
+            self._refusedHeld = False
+            self.factory.admission.refusedGone(self._clientIP)
         if self._bindCleanup is not None:
             cleanup, self._bindCleanup = self._bindCleanup, None
             cleanup()

@@ -134,6 +134,33 @@ class LockoutTests(unittest.TestCase):
         assertCleanLog(self, proxy)
 
 
+    def test_refusedConnectionsDoNotPileUp(self) -> None:
+        """
+        Refused connections of one address are kept waiting for their first
+        byte only up to its handshake limit (64 by default): with 64 idle
+        connections admitted and 64 refused ones waiting, the next
+        connection from 127.0.0.1 is closed at once, while the waiting ones
+        are still answered C{05 FF}.
+        """
+        path = configFile(self, f"[limits]\nhandshakes = {HANDSHAKES}\n")
+        proxy = startProxy(self, "--config", path)
+        assert proxy.port is not None
+        held = []
+        try:
+            for _ in range(128):
+                held.append(connectFrom(LOOPBACK_V4, proxy.port))
+            with connectFrom(LOOPBACK_V4, proxy.port) as extra:
+                self.assertEqual(extra.recv(16), b"")
+            proxy.waitForLine(r"closed at once, too many refused connections")
+            last = held[-1]
+            last.sendall(encodeGreeting())
+            self.assertEqual(readMethodSelection(last), METHOD_NO_ACCEPTABLE)
+        finally:
+            for sock in held:
+                sock.close()
+        assertCleanLog(self, proxy)
+
+
 def listenBacklog(pid: int, port: int) -> int:
     """
     The backlog of the listening TCP socket on C{port} of process C{pid},

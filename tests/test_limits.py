@@ -200,6 +200,34 @@ class AdmissionTests(SynchronousTestCase):
         self.assertEqual(counts(a), (2, 1, {"192.0.2.1": 2}, {}))
         self.assertEqual(a.handshakesPerClient, {"192.0.2.1": 1})
 
+    def test_refusedHeldPerClient(self) -> None:
+        """
+        A client may keep as many refused connections waiting for their
+        answer as it may have handshakes; more are to be closed at once.
+        Once one is gone, another may wait; nothing is left behind.
+        """
+        a = self.admission(handshakesPerClient=1)
+        a.admit("192.0.2.1")
+        self.assertRefused(a, "192.0.2.1", "handshake limit per client")
+        self.assertTrue(a.holdRefused("192.0.2.1"))
+        self.assertFalse(a.holdRefused("192.0.2.1"))
+        self.assertTrue(a.holdRefused("192.0.2.2"))
+        a.refusedGone("192.0.2.1")
+        self.assertTrue(a.holdRefused("192.0.2.1"))
+        a.refusedGone("192.0.2.1")
+        a.refusedGone("192.0.2.2")
+        self.assertEqual((a.refused, a.refusedPerClient), (0, {}))
+
+    def test_refusedHeldInAll(self) -> None:
+        """
+        All clients together may keep as many refused connections waiting
+        as the handshake limit.
+        """
+        a = self.admission(handshakes=2)
+        self.assertTrue(a.holdRefused("192.0.2.1"))
+        self.assertTrue(a.holdRefused("192.0.2.2"))
+        self.assertFalse(a.holdRefused("192.0.2.3"))
+
     def test_admitCounts(self) -> None:
         """
         An admitted connection counts as a session, a handshake and a session
@@ -692,6 +720,32 @@ class ServerRefusalTests(SynchronousTestCase):
         first.send(request("192.0.2.1", 80))
         s.connected("192.0.2.10")
         self.assertEqual(s.admission.handshakesPerClient, {})
+
+    def test_refusedConnectionsDoNotPileUp(self) -> None:
+        """
+        A client's refused connections wait for their first byte (to be
+        answered in their protocol) only up to its handshake limit; one
+        more is closed at once, unanswered, with a reason; once a waiting
+        one is gone, the next may wait again.
+        """
+        s = Server(limits=only(handshakesPerClient=1))
+        s.client("192.0.2.10")
+        waiting = s.client("192.0.2.10")
+        self.assertFalse(waiting.transport.disconnecting)
+        closed = s.client("192.0.2.10")
+        self.assertTrue(closed.transport.disconnecting)
+        self.assertEqual(closed.received(), b"")
+        self.assertIn("closed at once", closed.session.reason)
+        self.assertIn("handshake limit per client (1)", closed.session.reason)
+        closed.lost()
+        waiting.send(greeting(0x00))
+        self.assertEqual(waiting.received(), NO_ACCEPTABLE_METHODS)
+        waiting.lost()
+        self.assertEqual(s.admission.refused, 0)
+        again = s.client("192.0.2.10")
+        self.assertFalse(again.transport.disconnecting)
+        again.lost()
+        self.assertEqual((s.admission.refused, s.admission.refusedPerClient), (0, {}))
 
     def test_refusedNotCounted(self) -> None:
         """
