@@ -84,6 +84,10 @@ class OwnListeners:
         self._cacheSize = cacheSize
         self._local: OrderedDict[str, bool] = OrderedDict()
         self._hosts: dict[int, set[_IPAddress]] = {}
+        # What addTransport has seen already, so that an accepted connection
+        # costs a set lookup once its address is known.
+        self._seen: set[tuple[str, int]] = set()
+        self._seenPorts: set[Any] = set()
 
     def add(self, address: Any) -> None:
         """
@@ -113,10 +117,17 @@ class OwnListeners:
         when the transport names its listening port (as Twisted's TCP
         transports do), that port's address, which may be a wildcard.
         """
-        self.add(transport.getHost())
+        address = transport.getHost()
+        key = (getattr(address, "host", None), getattr(address, "port", None))
+        if key not in self._seen:
+            if len(self._seen) < MAX_PORTS * MAX_ADDRESSES:
+                self._seen.add(key)  # type: ignore[arg-type]
+            self.add(address)
         listeningPort = getattr(transport, "server", None)
         getHost = getattr(listeningPort, "getHost", None)
-        if getHost is not None:
+        if getHost is not None and listeningPort not in self._seenPorts:
+            if len(self._seenPorts) < MAX_PORTS:
+                self._seenPorts.add(listeningPort)
             self.add(getHost())
 
     def isOwn(self, address: str, port: int) -> bool:
