@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import unittest
@@ -245,6 +246,31 @@ class SelfConnectTests(unittest.TestCase):
         proxy = startProxy(self)
         assert proxy.port is not None
         self.assertLoopRefused(proxy, LOOPBACK_V4, LOOPBACK_V4, proxy.port)
+        assertCleanLog(self, proxy)
+
+    def test_socks4AndHTTPConnect(self) -> None:
+        """
+        A SOCKS4 CONNECT to the proxy itself is rejected (91) and an HTTP
+        CONNECT gets 403, each with a session line naming the reason.
+        """
+        proxy = startProxy(self)
+        assert proxy.port is not None
+        since = proxy.mark()
+        with connectTCP(LOOPBACK_V4, proxy.port) as sock:
+            sock.sendall(
+                struct.pack("!BBH", 4, 1, proxy.port) + socket.inet_aton(LOOPBACK_V4) + b"\0"
+            )
+            self.assertEqual(recvExactly(sock, 8)[:2], b"\x00\x5b")
+        target = f"{LOOPBACK_V4}:{proxy.port}"
+        with connectTCP(LOOPBACK_V4, proxy.port) as sock:
+            sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+            self.assertEqual(sock.recv(12), b"HTTP/1.1 403")
+        lines = proxy.waitForCount(r"session ended", 2, since=since)
+        protocols = sorted(re.search(r"protocol=(\S+)", line).group(1) for line in lines)
+        self.assertEqual(protocols, ["http", "socks4"])
+        for line in lines:
+            self.assertRegex(line, r"reason=denied by " + OWN_LISTENER)
+        self.assertEqual(len(proxy.linesMatching(r"session ended", since=since)), 2)
         assertCleanLog(self, proxy)
 
     def test_wildcardListener(self) -> None:
