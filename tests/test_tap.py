@@ -576,6 +576,35 @@ class BacklogTests(SynchronousTestCase):
         """
         self.assertRaises(usage.UsageError, parse, "--backlog", "0")
 
+    def test_ownListeners(self) -> None:
+        """
+        The factory knows every port the service listens on as its own,
+        wildcard addresses included, and the C{--metrics} port too, so
+        that it never relays to them.
+        """
+        reactor = MemoryReactorClock()
+        top = tap.makeService(
+            parse(
+                "--port", "tcp:1081:interface=0.0.0.0",
+                "--port", "1082",
+                "--metrics", "tcp:9180:interface=127.0.0.1",
+            ),
+            reactor=reactor,
+        )
+        top.privilegedStartService()
+        top.startService()
+        self.addCleanup(top.stopService)
+        (factory,) = {
+            c.factory  # type: ignore[attr-defined]
+            for c in top
+            if isinstance(getattr(c, "factory", None), SOCKS5ServerFactory)
+        }
+        own = factory.ownListeners
+        # (The memory reactor's ports all say they listen on 0.0.0.0.)
+        for port in (1081, 1082, 9180):
+            self.assertTrue(own.isOwn("127.0.0.9", port), port)
+        self.assertFalse(own.isOwn("127.0.0.1", 1083))
+
     def test_withBacklog(self) -> None:
         """
         L{listening.withBacklog} adds C{backlog=} to the endpoint types that
