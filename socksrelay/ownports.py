@@ -121,7 +121,7 @@ class OwnListeners:
         key = (getattr(address, "host", None), getattr(address, "port", None))
         if key not in self._seen:
             if len(self._seen) < MAX_PORTS * MAX_ADDRESSES:
-                self._seen.add(key)  # type: ignore[arg-type]
+                self._seen.add(key)
             self.add(address)
         listeningPort = getattr(transport, "server", None)
         getHost = getattr(listeningPort, "getHost", None)
