@@ -86,7 +86,7 @@ class OwnListeners:
         self._hosts: dict[int, set[_IPAddress]] = {}
         # What addTransport has seen already, so that an accepted connection
         # costs a set lookup once its address is known.
-        self._seen: set[tuple[str, int]] = set()
+        self._seen: set[tuple[Any, Any]] = set()
         self._seenPorts: set[Any] = set()
 
     def add(self, address: Any) -> None:
