@@ -14,6 +14,8 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
+from twisted.logger import Logger
+
 
 @dataclass
 class Limits:
@@ -51,6 +53,32 @@ class Limits:
     backlog: int = 1024
 
 
+#: Each per-client or per-user limit, with the global limit it must stay
+#: below: (its name, attribute, the global one's name, attribute).
+PAIRS = (
+    ("sessions-per-client", "sessionsPerClient", "sessions", "sessions"),
+    ("sessions-per-user", "sessionsPerUser", "sessions", "sessions"),
+    ("handshakes-per-client", "handshakesPerClient", "handshakes", "handshakes"),
+)
+
+
+def lockoutRisks(limits: Limits) -> list[str]:
+    """
+    Say which per-client or per-user limits let one client address (or
+    user) take a whole global limit, locking everyone else out: those that
+    are off, or not below their global limit, while it is on.
+    """
+    risks = []
+    for name, attribute, totalName, totalAttribute in PAIRS:
+        own, total = getattr(limits, attribute), getattr(limits, totalAttribute)
+        if total and (not own or own >= total):
+            risks.append(
+                f"{name} ({own or 'no limit'}) is not below {totalName} ({total}): "
+                f"one {'user' if 'user' in name else 'client address'} can take all of it"
+            )
+    return risks
+
+
 class Refusal(Exception):
     """
     A limit was reached.
@@ -71,8 +99,11 @@ RATE_TABLE_SIZE = 65536
 
 class Admission:
     """
-    The counts behind L{Limits}.
+    The counts behind L{Limits}.  Limits that let one client take a whole
+    global limit (L{lockoutRisks}) are warned about when they are set.
     """
+
+    _log = Logger()
 
     def __init__(self, limits: Limits, seconds: Callable[[], float]) -> None:
         self.limits = limits
@@ -88,6 +119,19 @@ class Admission:
         self.refusedPerClient: Counter[str] = Counter()
         self.perUser: Counter[str] = Counter()
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    @property
+    def limits(self) -> Limits:
+        """
+        The limits in force; set new ones at any time.
+        """
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self._limits = limits
+        for risk in lockoutRisks(limits):
+            self._log.warn("limits: {risk}", risk=risk)
 
     def admit(self, client: str) -> None:
         """

@@ -22,7 +22,8 @@ from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -30,7 +31,7 @@ from socksrelay import limits as limitsModule
 from socksrelay.auth import SOCKSRealm
 from socksrelay.config import ConfigError, parseConfig
 from socksrelay.dialects import HTTPDialect, SOCKS4Dialect, SOCKS5Dialect
-from socksrelay.limits import Admission, Limits, Refusal
+from socksrelay.limits import Admission, Limits, Refusal, lockoutRisks
 from socksrelay.server import SOCKS5ServerFactory
 from tests.fakes import (
     ClientConnection,
@@ -152,6 +153,36 @@ class AdmissionTests(SynchronousTestCase):
             self.assertGreater(own, 0, each)
             self.assertGreater(whole, 0, total)
             self.assertLessEqual(own * 4, whole, f"{each} against {total}")
+
+    def test_lockoutRisks(self) -> None:
+        """
+        L{lockoutRisks} names each per-client or per-user limit that is off
+        or not below its global limit while that is on; the defaults have
+        none.
+        """
+        self.assertEqual(lockoutRisks(Limits()), [])
+        risks = lockoutRisks(
+            Limits(sessions=100, sessionsPerClient=100, sessionsPerUser=0, handshakesPerClient=5)
+        )
+        self.assertEqual(len(risks), 2)
+        self.assertIn("sessions-per-client (100) is not below sessions (100)", risks[0])
+        self.assertIn("client address", risks[0])
+        self.assertIn("sessions-per-user (no limit) is not below sessions (100)", risks[1])
+        self.assertIn("one user", risks[1])
+        self.assertEqual(lockoutRisks(only()), [])
+
+    def test_lockoutRiskWarned(self) -> None:
+        """
+        Limits with a lockout risk are warned about when they are set, at
+        start and when swapped in.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        a = Admission(Limits(), self.clock.seconds)
+        self.assertEqual(len(observer), 0)
+        a.limits = Limits(handshakes=10, handshakesPerClient=10)
+        self.assertEqual(len(observer), 1)
+        self.assertEqual(observer[0]["log_level"], LogLevel.warn)
+        self.assertIn("handshakes-per-client (10)", formatEvent(observer[0]))
 
     def test_defaultsOneClientCannotLockOut(self) -> None:
         """
