@@ -29,6 +29,7 @@ import unittest
 
 from tests.e2e import (
     LOOPBACK_V4,
+    LOOPBACK_V6,
     METHOD_NO_ACCEPTABLE,
     METHOD_NONE,
     SOCKET_TIMEOUT,
@@ -40,6 +41,7 @@ from tests.e2e import (
     readMethodSelection,
     readReply,
     recvExactly,
+    requireIPv6Loopback,
 )
 
 #: Another loopback address, as a second client's source address.
@@ -233,7 +235,8 @@ class SelfConnectTests(unittest.TestCase):
             clientPort = sock.getsockname()[1]
         line = proxy.waitForLine(r"session ended.* reply=0x02", since=since).string
         self.assertIn(f"client={source}:{clientPort} ", line)
-        self.assertRegex(line, f"destination={re.escape(host)}:{port} ")
+        shown = f"[{host}]" if ":" in host else host
+        self.assertRegex(line, f"destination={re.escape(shown)}:{port} ")
         self.assertRegex(line, r"reason=denied by " + OWN_LISTENER)
         self.assertEqual(len(proxy.linesMatching(r"session ended", since=since)), 1)
 
@@ -291,6 +294,19 @@ class SelfConnectTests(unittest.TestCase):
             sock.sendall(encodeGreeting() + encodeRequest(LOOPBACK_V4, echo.port))
             self.assertEqual(readMethodSelection(sock), METHOD_NONE)
             self.assertEqual(readReply(sock).rep, SUCCEEDED)
+        assertCleanLog(self, proxy)
+
+    def test_ipv6WildcardListener(self) -> None:
+        """
+        With a listener on :: (which also answers IPv4 on Linux), a CONNECT
+        to its port at ::1, at 127.0.0.1 or at another loopback address
+        gets 0x02.
+        """
+        requireIPv6Loopback()
+        proxy = startProxy(self, "--port", "tcp6:0:interface=\\:\\:")
+        wildcard = int(proxy.waitForLine(r"listening on :: port (\d+)").group(1))
+        for destination in (LOOPBACK_V6, LOOPBACK_V4, OTHER_LOOPBACK):
+            self.assertLoopRefused(proxy, LOOPBACK_V4, destination, wildcard)
         assertCleanLog(self, proxy)
 
     def test_httpForwardedToItself(self) -> None:
