@@ -64,11 +64,13 @@ LIMIT_KEYS = {
     "sessions-per-client": "sessionsPerClient",
     "sessions-per-user": "sessionsPerUser",
     "handshakes": "handshakes",
+    "handshakes-per-client": "handshakesPerClient",
     "rate": "rate",
     "burst": "burst",
     "bandwidth-burst": "bandwidthBurst",
     "lookups": "lookups",
     "lookups-per-client": "lookupsPerClient",
+    "backlog": "backlog",
 }
 #: Limits that may be fractions.
 FRACTIONAL_LIMITS = {"rate", "bandwidth-burst"}
@@ -344,6 +346,8 @@ def parseConfig(text: str, path: str = "<config>") -> Config:
             )
         if key not in FRACTIONAL_LIMITS and not float(value).is_integer():
             raise ConfigError(f"{path}, line {line}: limit {key!r} must be a whole number")
+        if key == "backlog" and value < 1:
+            raise ConfigError(f"{path}, line {line}: limit {key!r} must be at least 1")
         config.limits[LIMIT_KEYS[key]] = value
     rules = data.get("rule", [])
     if not isinstance(rules, list):

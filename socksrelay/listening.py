@@ -7,7 +7,8 @@ that should stay local is reachable from the network.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+import re
+from typing import Any, Callable
 
 from zope.interface import implementer
 
@@ -35,6 +36,34 @@ def isLoopback(address: Any) -> bool:
         return False
 
 
+#: The endpoint types whose parsers take C{backlog=}.
+BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "unix"})
+
+#: Endpoint types that wrap the endpoint described after them.
+WRAPPER_TYPES = frozenset({"haproxy"})
+
+
+def withBacklog(description: str, backlog: int) -> str:
+    """
+    Return the server endpoint C{description} with C{backlog=BACKLOG}
+    added, for the types that take one (C{tcp}, C{tcp6}, C{ssl}, C{unix},
+    and those inside C{haproxy:}); a description that sets C{backlog=}
+    itself, or of another type (C{systemd:}, plugins), is returned as it
+    is.
+    """
+    # Parameters are separated by colons not escaped with a backslash.
+    fields = re.split(r"(?<!\\):", description)
+    if any(f.strip().lower().startswith("backlog=") for f in fields[1:]):
+        return description
+    types = [f.strip().lower() for f in fields]
+    index = 0
+    while index < len(types) - 1 and types[index] in WRAPPER_TYPES:
+        index += 1
+    if types[index] not in BACKLOG_TYPES:
+        return description
+    return f"{description}:backlog={backlog}"
+
+
 @implementer(IStreamServerEndpoint)
 class AnnouncingEndpoint:
     """
@@ -43,6 +72,8 @@ class AnnouncingEndpoint:
     true and it listens beyond loopback.
 
     @ivar ports: the ports it listens on.
+    @ivar onListening: called with the address of each port it listens on
+        (such as L{socksrelay.ownports.OwnListeners.add}).
     """
 
     what = "listening on"
@@ -53,6 +84,7 @@ class AnnouncingEndpoint:
         self._endpoint = endpoint
         self._warn = warn
         self.ports: list[IListeningPort] = []
+        self.onListening: list[Callable[[Any], None]] = []
 
     @property
     def listening(self) -> int:
@@ -65,6 +97,8 @@ class AnnouncingEndpoint:
         def announce(port: IListeningPort) -> IListeningPort:
             self.ports.append(port)
             address = port.getHost()
+            for notify in self.onListening:
+                notify(address)
             host = getattr(address, "host", None)
             if host is not None:
                 _log.info(

@@ -50,6 +50,7 @@ from socksrelay.relay import Activity, OutboundFactory, OutboundProtocol, RelayE
 from socksrelay.relay import describeAddress, splice
 from socksrelay.throttle import ThrottleRegistry
 from socksrelay.limits import Admission, Limits, Refusal
+from socksrelay.ownports import NO_POLICY, OwnListeners
 from socksrelay.resolve import LookupLimiter, LookupRefused, resolveAddresses
 from socksrelay.rules import Decision, Policy, Query
 from socksrelay.session import Session
@@ -133,6 +134,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     _association: Any = None
     _bindCleanup: Callable[[], None] | None = None
     _admitted = False
+    _refusedHeld = False
     _inHandshake = False
     _refusal: Any = None
     _countedUser: str | None = None
@@ -167,6 +169,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self.session.protocol = _onlyProtocol(factory.protocols)
         self.session.clientEnd = self
         factory.live.add(self)
+        factory.ownListeners.addTransport(self.transport)
         self.session.start()
         self.setTimeout(factory.handshakeTimeout)
         peer = getattr(self.transport.getPeer(), "host", None)  # type: ignore[union-attr]
@@ -175,8 +178,15 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         try:
             factory.admission.admit(self._clientIP)
         except Refusal as e:
-            # Answered (in the client's protocol) when its first byte comes.
+            # Answered (in the client's protocol) when its first byte comes,
+            # unless this client has too many refused connections waiting.
             self._refusal = e
+            self._refusedHeld = factory.admission.holdRefused(self._clientIP)
+            if not self._refusedHeld:
+                self.session.count("limit", reason=e.reason)
+                self._end(
+                    f"limit: {e.reason}; closed at once, too many refused connections"
+                )
         else:
             self._admitted = self._inHandshake = True
 
@@ -284,7 +294,7 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
             self.session.handshakeDone = self.factory.reactor.seconds()
         if self._inHandshake:
             self._inHandshake = False
-            self.factory.admission.handshakeDone()
+            self.factory.admission.handshakeDone(self._clientIP)
 
     def _admitUser(self) -> bool:
         """
@@ -820,19 +830,20 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         server = self.factory
 
         def connect(addresses: tuple[str, ...] | None) -> Deferred[Any]:
-            if addresses is not None:
-                if not addresses:
-                    raise error.DNSLookupError(host)
-            if addresses is not None and server.policy is not None:
-                decision = self._checkDestination(host, port, addresses)
-                if not decision.allowed:
-                    raise Denied(decision.rule)
+            if addresses is not None and not addresses:
+                raise error.DNSLookupError(host)
+            # Unresolved (a custom endpoint with no policy): only an address
+            # given as such can be checked.
+            checked = addresses or _literalAddress(host) or ()
+            decision = self._checkDestination(host, port, checked)
+            if not decision.allowed:
+                raise Denied(decision.rule)
             return server.endpointFor(host, port, addresses, self._external()).connect(
                 factory
             )
 
         if server.policy is None and server.connectEndpoint != server.defaultEndpoint:
-            d = connect(None)
+            d = succeed(None).addCallback(connect)
         else:
             literal = _literalAddress(host)
             if literal is not None:
@@ -931,10 +942,12 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         self._connectTimer = factory.reactor.callLater(
             factory.connectTimeout, self._connectTimeout
         )
-        if factory.policy is None and factory.connectEndpoint != factory.defaultEndpoint:
-            self._openConnection(host, port, None)
-            return
         literal = _literalAddress(host)
+        if factory.policy is None and factory.connectEndpoint != factory.defaultEndpoint:
+            # The embedder's endpoint resolves: only an address given as
+            # such is checked (against the proxy's own listeners).
+            self._checkThenOpen(host, port, literal or (), resolved=False)
+            return
         if literal is not None:
             self._checkThenOpen(host, port, literal)
             return
@@ -958,26 +971,29 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
     ) -> Decision:
         """
         Decide an outbound connection (CONNECT or a forwarded request),
-        remember it for a recheck, and record the rule (and a denial).
+        remember it for a recheck, and record the rule (and a denial).  One
+        of the proxy's own listeners is refused, even with no policy.
         """
+        decision = self.factory.ownListeners.decide(port, addresses)
+        if decision is None and self.factory.policy is None:
+            return NO_POLICY
         self._allowedQuery = ("connect", host, port, addresses)
-        decision = self._decide("connect", host, port, addresses)
+        decision = decision or self._decide("connect", host, port, addresses)
         self.session.details["rule"] = decision.rule
         if not decision.allowed:
             self.session.count("denied", rule=decision.rule)
         return decision
 
-    def _checkThenOpen(self, host: str, port: int, addresses: tuple[str, ...]) -> None:
-        if self.factory.policy is None:
-            self._openConnection(host, port, addresses)
-            return
+    def _checkThenOpen(
+        self, host: str, port: int, addresses: tuple[str, ...], resolved: bool = True
+    ) -> None:
         decision = self._checkDestination(host, port, addresses)
         if not decision.allowed:
             self._stopConnectTimer()
             self._waiting = False
             self._replyAndEnd(Reply.NOT_ALLOWED, f"denied by {decision.rule}")
             return
-        self._openConnection(host, port, addresses)
+        self._openConnection(host, port, addresses if resolved else None)
 
     def _openConnection(
         self, host: str, port: int, addresses: tuple[str, ...] | None
@@ -1097,6 +1113,9 @@ class SOCKS5ServerProtocol(RelayEnd, TimeoutMixin):
         if self._admitted:
             self._admitted = False
             self.factory.admission.release(self._clientIP, self._countedUser)
+        if self._refusedHeld:
+            self._refusedHeld = False
+            self.factory.admission.refusedGone(self._clientIP)
         if self._bindCleanup is not None:
             cleanup, self._bindCleanup = self._bindCleanup, None
             cleanup()
@@ -1280,6 +1299,8 @@ class SOCKS5ServerFactory(Factory):
         self.admission = Admission(limits or Limits(), reactor.seconds)
         #: Name lookups in flight (L{Limits.lookups}, C{lookupsPerClient}).
         self.lookups = LookupLimiter(lambda: self.admission.limits)
+        #: Where this proxy listens (L{socksrelay.ownports}), never relayed to.
+        self.ownListeners = OwnListeners()
         self.throttles = ThrottleRegistry(reactor, self.admission.limits.bandwidthBurst)
         #: The access policy (L{socksrelay.rules.Policy}), or C{None} to
         #: check nothing.

@@ -323,6 +323,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             checkAccessLogPath,
         ],
         [
+            "backlog",
+            None,
+            Limits.backlog,
+            "Connections the kernel queues on each --port (tcp:, tcp6:, ssl:, "
+            "unix:, haproxy:) before they are accepted, unless the endpoint "
+            "sets backlog= itself; capped by net.core.somaxconn.",
+            _positiveInt,
+        ],
+        [
             "workers",
             None,
             1,
@@ -432,6 +441,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 # The file sets a timeout unless the command line did.
                 if name not in self._explicit:
                     self[name] = seconds
+            if "backlog" in config.limits and "backlog" not in self._explicit:
+                self["backlog"] = int(config.limits["backlog"])
         for name in self._explicit:
             if name.endswith("-timeout"):
                 self["overrides"][name] = self[name]
@@ -558,12 +569,14 @@ def makeService(config: Options, reactor: Any = None) -> service.MultiService:
     addSessionServices(top, config, factory, reactor)
     endpoints = []
     for description in config["ports"]:
+        description = listening.withBacklog(description, config["backlog"])
         endpoint = AnnouncingEndpoint(serverFromString(reactor, description), openProxy)
+        endpoint.onListening.append(factory.ownListeners.add)
         endpoints.append(endpoint)
         StreamServerEndpointService(endpoint, factory).setServiceParent(top)
     if config.get("metrics"):
         tokenFile = config.get("control-token-file")
-        controlService(
+        control = controlService(
             factory,
             config["metrics"],
             reactor,
@@ -571,7 +584,10 @@ def makeService(config: Options, reactor: Any = None) -> service.MultiService:
             maxUsers=config.get("metrics-max-users", 100),
             token=None if tokenFile is None else tokenFile.token,
             listeningSockets=lambda: sum(e.listening for e in endpoints),
-        ).setServiceParent(top)
+        )
+        # Never relayed to, like the SOCKS ports.
+        control.endpoint.onListening.append(factory.ownListeners.add)
+        control.setServiceParent(top)
     return top
 
 

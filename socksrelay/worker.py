@@ -145,6 +145,10 @@ class SharedPortsService(Service):
         sockets, self.sockets = self.sockets, []
         for fd, backlog in sockets:
             self.ports.append(adoptPort(self.reactor, fd, backlog, self.factory))
+        ownListeners = getattr(self.factory, "ownListeners", None)
+        if ownListeners is not None:
+            for port in self.ports:
+                ownListeners.add(port.getHost())
         self._log.info(
             "ready: accepting clients on {addresses}",
             addresses=", ".join(describeAddress(p.getHost()) for p in self.ports),

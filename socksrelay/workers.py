@@ -934,13 +934,17 @@ def supervisorService(config: Any, reactor: Any) -> MultiService:
     L{WorkerSupervisor} and, with C{--metrics}, the control site over its
     workers.
     """
+    from socksrelay.listening import withBacklog
     from socksrelay.tap import AnnouncingEndpoint
 
     top = MultiService()
     top.setName("socksrelay")
     openProxy = isOpenProxy(config)
     endpoints = [
-        AnnouncingEndpoint(serverFromString(reactor, description), openProxy)
+        AnnouncingEndpoint(
+            serverFromString(reactor, withBacklog(description, config["backlog"])),
+            openProxy,
+        )
         for description in config["ports"]
     ]
     supervisor = WorkerSupervisor(

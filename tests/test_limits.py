@@ -22,7 +22,8 @@ from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -30,7 +31,7 @@ from socksrelay import limits as limitsModule
 from socksrelay.auth import SOCKSRealm
 from socksrelay.config import ConfigError, parseConfig
 from socksrelay.dialects import HTTPDialect, SOCKS4Dialect, SOCKS5Dialect
-from socksrelay.limits import Admission, Limits, Refusal
+from socksrelay.limits import Admission, Limits, Refusal, lockoutRisks
 from socksrelay.server import SOCKS5ServerFactory
 from tests.fakes import (
     ClientConnection,
@@ -56,7 +57,9 @@ def temporaryPath(case: SynchronousTestCase, name: str = "socksrelay.toml") -> s
 
 
 #: No limit at all, to switch on one limit at a time.
-NO_LIMITS = dict(sessions=0, sessionsPerClient=0, sessionsPerUser=0, handshakes=0)
+NO_LIMITS = dict(
+    sessions=0, sessionsPerClient=0, sessionsPerUser=0, handshakes=0, handshakesPerClient=0
+)
 
 #: What a SOCKS5 client refused before its greeting is answered gets.
 NO_ACCEPTABLE_METHODS = b"\x05\xff"
@@ -124,10 +127,137 @@ class AdmissionTests(SynchronousTestCase):
                 sessionsPerClient=1024,
                 sessionsPerUser=256,
                 handshakes=1024,
+                handshakesPerClient=64,
                 rate=0.0,
                 burst=100,
+                backlog=1024,
             ),
         )
+
+    def test_defaultsNoSingleClientTakesAll(self) -> None:
+        """
+        With the default limits no single client address or user can take
+        a whole global limit: each per-client and per-user limit is on, and
+        at most a quarter of its global counterpart (sessions per client
+        and per user against sessions, handshakes per client against
+        handshakes).
+        """
+        limits = Limits()
+        pairs = [
+            ("sessionsPerClient", "sessions"),
+            ("sessionsPerUser", "sessions"),
+            ("handshakesPerClient", "handshakes"),
+        ]
+        for each, total in pairs:
+            own, whole = getattr(limits, each), getattr(limits, total)
+            self.assertGreater(own, 0, each)
+            self.assertGreater(whole, 0, total)
+            self.assertLessEqual(own * 4, whole, f"{each} against {total}")
+
+    def test_lockoutRisks(self) -> None:
+        """
+        L{lockoutRisks} names each per-client or per-user limit that is off
+        or not below its global limit while that is on; the defaults have
+        none.
+        """
+        self.assertEqual(lockoutRisks(Limits()), [])
+        risks = lockoutRisks(
+            Limits(sessions=100, sessionsPerClient=100, sessionsPerUser=0, handshakesPerClient=5)
+        )
+        self.assertEqual(len(risks), 2)
+        self.assertIn("sessions-per-client (100) is not below sessions (100)", risks[0])
+        self.assertIn("client address", risks[0])
+        self.assertIn("sessions-per-user (no limit) is not below sessions (100)", risks[1])
+        self.assertIn("one user", risks[1])
+        self.assertEqual(lockoutRisks(only()), [])
+
+    def test_lockoutRiskWarned(self) -> None:
+        """
+        Limits with a lockout risk are warned about when they are set, at
+        start and when swapped in.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        a = Admission(Limits(), self.clock.seconds)
+        self.assertEqual(len(observer), 0)
+        a.limits = Limits(handshakes=10, handshakesPerClient=10)
+        self.assertEqual(len(observer), 1)
+        self.assertEqual(observer[0]["log_level"], LogLevel.warn)
+        self.assertIn("handshakes-per-client (10)", formatEvent(observer[0]))
+
+    def test_defaultsOneClientCannotLockOut(self) -> None:
+        """
+        With the default limits, one client holding as many connections in
+        their handshake as it is allowed does not stop another client from
+        being admitted.
+        """
+        a = Admission(Limits(), self.clock.seconds)
+        for _ in range(Limits().sessions + 1):
+            try:
+                a.admit("192.0.2.1")
+            except Refusal as e:
+                self.assertIn("per client", e.reason)
+                break
+        else:
+            self.fail("one client was never refused")
+        a.admit("192.0.2.2")
+        self.assertEqual(a.perClient["192.0.2.2"], 1)
+
+    def test_perClientHandshakeLimit(self) -> None:
+        """
+        At C{handshakesPerClient} connections of one IP in their handshake,
+        that IP is refused (naming the limit and the client) while another
+        IP is admitted.
+        """
+        a = self.admission(handshakesPerClient=2)
+        a.admit("192.0.2.1")
+        a.admit("192.0.2.1")
+        refusal = self.assertRefused(a, "192.0.2.1", "handshake limit per client (2)")
+        self.assertIn("192.0.2.1", refusal.reason)
+        a.admit("192.0.2.2")
+        self.assertEqual(a.handshakesPerClient, {"192.0.2.1": 2, "192.0.2.2": 1})
+
+    def test_perClientHandshakeLimitRecovers(self) -> None:
+        """
+        Once one of its connections finishes its handshake, the client is
+        admitted again while that session goes on; a client with no
+        connection in its handshake leaves no entry behind.
+        """
+        a = self.admission(handshakesPerClient=1)
+        a.admit("192.0.2.1")
+        self.assertRefused(a, "192.0.2.1", "handshake limit per client")
+        a.handshakeDone("192.0.2.1")
+        self.assertNotIn("192.0.2.1", a.handshakesPerClient)
+        a.admit("192.0.2.1")
+        self.assertEqual(counts(a), (2, 1, {"192.0.2.1": 2}, {}))
+        self.assertEqual(a.handshakesPerClient, {"192.0.2.1": 1})
+
+    def test_refusedHeldPerClient(self) -> None:
+        """
+        A client may keep as many refused connections waiting for their
+        answer as it may have handshakes; more are to be closed at once.
+        Once one is gone, another may wait; nothing is left behind.
+        """
+        a = self.admission(handshakesPerClient=1)
+        a.admit("192.0.2.1")
+        self.assertRefused(a, "192.0.2.1", "handshake limit per client")
+        self.assertTrue(a.holdRefused("192.0.2.1"))
+        self.assertFalse(a.holdRefused("192.0.2.1"))
+        self.assertTrue(a.holdRefused("192.0.2.2"))
+        a.refusedGone("192.0.2.1")
+        self.assertTrue(a.holdRefused("192.0.2.1"))
+        a.refusedGone("192.0.2.1")
+        a.refusedGone("192.0.2.2")
+        self.assertEqual((a.refused, a.refusedPerClient), (0, {}))
+
+    def test_refusedHeldInAll(self) -> None:
+        """
+        All clients together may keep as many refused connections waiting
+        as the handshake limit.
+        """
+        a = self.admission(handshakes=2)
+        self.assertTrue(a.holdRefused("192.0.2.1"))
+        self.assertTrue(a.holdRefused("192.0.2.2"))
+        self.assertFalse(a.holdRefused("192.0.2.3"))
 
     def test_admitCounts(self) -> None:
         """
@@ -158,7 +288,7 @@ class AdmissionTests(SynchronousTestCase):
         a = self.admission(sessions=1)
         a.admit("192.0.2.1")
         self.assertRefused(a, "192.0.2.2", "session limit")
-        a.handshakeDone()
+        a.handshakeDone("192.0.2.1")
         a.release("192.0.2.1", None)
         a.admit("192.0.2.2")
         self.assertEqual(counts(a), (1, 1, {"192.0.2.2": 1}, {}))
@@ -183,7 +313,7 @@ class AdmissionTests(SynchronousTestCase):
         a = self.admission(sessionsPerClient=1)
         a.admit("192.0.2.1")
         self.assertRefused(a, "192.0.2.1", "per client")
-        a.handshakeDone()
+        a.handshakeDone("192.0.2.1")
         a.release("192.0.2.1", None)
         a.admit("192.0.2.1")
 
@@ -238,7 +368,7 @@ class AdmissionTests(SynchronousTestCase):
         a = self.admission(handshakes=1)
         a.admit("192.0.2.1")
         self.assertRefused(a, "192.0.2.2", "handshake limit")
-        a.handshakeDone()
+        a.handshakeDone("192.0.2.1")
         a.admit("192.0.2.2")
         self.assertEqual(counts(a), (2, 1, {"192.0.2.1": 1, "192.0.2.2": 1}, {}))
 
@@ -350,7 +480,7 @@ class AdmissionTests(SynchronousTestCase):
         """
         a = self.admission()
         a.admit("192.0.2.1")
-        a.handshakeDone()
+        a.handshakeDone("192.0.2.1")
         a.release("192.0.2.1", None)
         self.assertEqual(counts(a), ZERO)
         self.assertNotIn("192.0.2.1", a.perClient)
@@ -603,6 +733,50 @@ class ServerRefusalTests(SynchronousTestCase):
         self.assertIn("handshake limit (1)", c.session.reason)
         first.send(request("192.0.2.1", 80))
         s.connected()
+
+    def test_overPerClientHandshakeLimit(self) -> None:
+        """
+        Over the per-client handshake limit that client is refused with
+        C{05 FF} naming the limit, while another IP is served; once the
+        first connection has sent its request, the client is served again.
+        """
+        s = Server(limits=only(handshakesPerClient=1))
+        first = s.client("192.0.2.10")
+        first.send(greeting(0x00))
+        c = s.client("192.0.2.10")
+        c.send(greeting(0x00))
+        self.assertEqual(c.received(), NO_ACCEPTABLE_METHODS)
+        self.assertIn("handshake limit per client (1) reached for 192.0.2.10", c.session.reason)
+        s.connected("192.0.2.11")
+        first.send(request("192.0.2.1", 80))
+        s.connected("192.0.2.10")
+        self.assertEqual(s.admission.handshakesPerClient, {})
+
+    def test_refusedConnectionsDoNotPileUp(self) -> None:
+        """
+        A client's refused connections wait for their first byte (to be
+        answered in their protocol) only up to its handshake limit; one
+        more is closed at once, unanswered, with a reason; once a waiting
+        one is gone, the next may wait again.
+        """
+        s = Server(limits=only(handshakesPerClient=1))
+        s.client("192.0.2.10")
+        waiting = s.client("192.0.2.10")
+        self.assertFalse(waiting.transport.disconnecting)
+        closed = s.client("192.0.2.10")
+        self.assertTrue(closed.transport.disconnecting)
+        self.assertEqual(closed.received(), b"")
+        self.assertIn("closed at once", closed.session.reason)
+        self.assertIn("handshake limit per client (1)", closed.session.reason)
+        closed.lost()
+        waiting.send(greeting(0x00))
+        self.assertEqual(waiting.received(), NO_ACCEPTABLE_METHODS)
+        waiting.lost()
+        self.assertEqual(s.admission.refused, 0)
+        again = s.client("192.0.2.10")
+        self.assertFalse(again.transport.disconnecting)
+        again.lost()
+        self.assertEqual((s.admission.refused, s.admission.refusedPerClient), (0, {}))
 
     def test_refusedNotCounted(self) -> None:
         """
@@ -898,8 +1072,10 @@ class LimitsConfigTests(SynchronousTestCase):
             "sessions-per-client = 10\n"
             "sessions-per-user = 5\n"
             "handshakes = 20\n"
+            "handshakes-per-client = 4\n"
             "rate = 2.5\n"
             "burst = 7\n"
+            "backlog = 300\n"
         )
         self.assertEqual(
             Limits(**config.limits),
@@ -908,8 +1084,10 @@ class LimitsConfigTests(SynchronousTestCase):
                 sessionsPerClient=10,
                 sessionsPerUser=5,
                 handshakes=20,
+                handshakesPerClient=4,
                 rate=2.5,
                 burst=7,
+                backlog=300,
             ),
         )
 
@@ -959,10 +1137,36 @@ class LimitsConfigTests(SynchronousTestCase):
         """
         A fraction is refused for the limits that count sessions.
         """
-        for key in ("sessions", "sessions-per-client", "sessions-per-user", "handshakes", "burst"):
+        for key in (
+            "sessions",
+            "sessions-per-client",
+            "sessions-per-user",
+            "handshakes",
+            "handshakes-per-client",
+            "burst",
+            "backlog",
+        ):
             self.assertConfigError(
                 f"[limits]\n{key} = 1.5\n", "line 2", f"{key!r} must be a whole number"
             )
+
+    def test_backlogAtLeastOne(self) -> None:
+        """
+        The backlog is a queue length, not a limit that 0 switches off: 0
+        is refused, naming its line.
+        """
+        self.assertConfigError(
+            "[limits]\nsessions = 0\nbacklog = 0\n", "line 3", "'backlog' must be at least 1"
+        )
+
+    def test_backlogAtLeastOne(self) -> None:
+        """
+        The backlog is a queue length, not a limit that 0 switches off: 0
+        is refused, naming its line.
+        """
+        self.assertConfigError(
+            "[limits]\nsessions = 0\nbacklog = 0\n", "line 3", "'backlog' must be at least 1"
+        )
 
     def test_fractionalRate(self) -> None:
         """

@@ -495,6 +495,138 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(len(self.openProxyWarnings()), 1)
 
 
+class BacklogTests(SynchronousTestCase):
+    """
+    The listen backlog (C{--backlog}, C{[limits] backlog}) reaches every
+    listener of C{--port}: Twisted's own default of 50 drops bursts of
+    connections.
+    """
+
+    def start(self, *argv: str) -> MemoryReactorClock:
+        """
+        Build the service for C{argv} on a memory reactor and start it.
+        """
+        reactor = MemoryReactorClock()
+        top = tap.makeService(parse(*argv), reactor=reactor)
+        top.privilegedStartService()
+        top.startService()
+        self.addCleanup(top.stopService)
+        return reactor
+
+    def configFile(self, text: str) -> str:
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "socksrelay.toml")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_default(self) -> None:
+        """
+        By default every TCP, TCP6, HAProxy and UNIX listener is opened with
+        a backlog of 1024.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "s.sock")
+        reactor = self.start(
+            "--port",
+            "1081",
+            "--port",
+            "tcp6:1082:interface=\\:\\:1",
+            "--port",
+            "haproxy:tcp:1083:interface=127.0.0.1",
+            "--port",
+            f"unix:{path}",
+        )
+        self.assertEqual(
+            [(port, backlog) for port, _, backlog, _ in reactor.tcpServers],
+            [(1081, 1024), (1082, 1024), (1083, 1024)],
+        )
+        self.assertEqual([entry[2] for entry in reactor.unixServers], [1024])
+
+    def test_option(self) -> None:
+        """
+        C{--backlog N} sets the backlog of every listener.
+        """
+        reactor = self.start("--backlog", "300", "--port", "1081", "--port", "1082")
+        self.assertEqual([entry[2] for entry in reactor.tcpServers], [300, 300])
+
+    def test_configFile(self) -> None:
+        """
+        C{backlog} in the C{[limits]} table of C{--config} sets it; the
+        command line wins over the file.
+        """
+        path = self.configFile("[limits]\nbacklog = 200\n")
+        reactor = self.start("--config", path, "--port", "1081")
+        self.assertEqual([entry[2] for entry in reactor.tcpServers], [200])
+        reactor = self.start("--backlog", "1024", "--config", path, "--port", "1081")
+        self.assertEqual([entry[2] for entry in reactor.tcpServers], [1024])
+
+    def test_endpointWins(self) -> None:
+        """
+        A C{--port} that sets C{backlog=} itself keeps it.
+        """
+        reactor = self.start("--port", "tcp:1081:interface=127.0.0.1:backlog=7")
+        self.assertEqual([entry[2] for entry in reactor.tcpServers], [7])
+
+    def test_badBacklog(self) -> None:
+        """
+        A backlog below 1 is refused.
+        """
+        self.assertRaises(usage.UsageError, parse, "--backlog", "0")
+
+    def test_ownListeners(self) -> None:
+        """
+        The factory knows every port the service listens on as its own,
+        wildcard addresses included, and the C{--metrics} port too, so
+        that it never relays to them.
+        """
+        reactor = MemoryReactorClock()
+        top = tap.makeService(
+            parse(
+                "--port", "tcp:1081:interface=0.0.0.0",
+                "--port", "1082",
+                "--metrics", "tcp:9180:interface=127.0.0.1",
+            ),
+            reactor=reactor,
+        )
+        top.privilegedStartService()
+        top.startService()
+        self.addCleanup(top.stopService)
+        (factory,) = {
+            c.factory  # type: ignore[attr-defined]
+            for c in top
+            if isinstance(getattr(c, "factory", None), SOCKS5ServerFactory)
+        }
+        own = factory.ownListeners
+        # (The memory reactor's ports all say they listen on 0.0.0.0.)
+        for port in (1081, 1082, 9180):
+            self.assertTrue(own.isOwn("127.0.0.9", port), port)
+        self.assertFalse(own.isOwn("127.0.0.1", 1083))
+
+    def test_withBacklog(self) -> None:
+        """
+        L{listening.withBacklog} adds C{backlog=} to the endpoint types that
+        take it (also inside C{haproxy:}), and leaves alone a description
+        that sets it and the types that do not take it.
+        """
+        from socksrelay.listening import withBacklog
+
+        cases = {
+            "tcp:1080:interface=127.0.0.1": "tcp:1080:interface=127.0.0.1:backlog=9",
+            "tcp6:1080:interface=\\:\\:": "tcp6:1080:interface=\\:\\::backlog=9",
+            "ssl:443:privateKey=k.pem": "ssl:443:privateKey=k.pem:backlog=9",
+            "unix:/run/s.sock:mode=660": "unix:/run/s.sock:mode=660:backlog=9",
+            "haproxy:tcp:1080": "haproxy:tcp:1080:backlog=9",
+            "haproxy:tcp:1080:backlog=3": "haproxy:tcp:1080:backlog=3",
+            "tcp:1080:backlog=3:interface=127.0.0.1": "tcp:1080:backlog=3:interface=127.0.0.1",
+            "systemd:domain=INET:index=0": "systemd:domain=INET:index=0",
+        }
+        for description, expected in cases.items():
+            self.assertEqual(withBacklog(description, 9), expected, description)
+
+
 class PluginTests(SynchronousTestCase):
     """
     The C{socks5} plugin is found by C{twistd}.

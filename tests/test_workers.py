@@ -194,6 +194,29 @@ class OptionTests(SynchronousTestCase):
         controls = [s for s in top if isinstance(s, StreamServerEndpointService)]
         self.assertEqual([s.name for s in controls], ["control"])
 
+    def test_supervisorBacklog(self) -> None:
+        """
+        The supervisor, which makes the listening sockets the workers
+        share, opens them with the listen backlog (C{--backlog}, 1024 by
+        default) unless a C{--port} sets C{backlog=} itself.
+        """
+        for argv, expected in [
+            ((), [1024, 10]),
+            (("--backlog", "400"), [400, 10]),
+        ]:
+            options = parse(
+                "--workers", "2",
+                "--port", "1080",
+                "--port", "tcp:1081:interface=127.0.0.1:backlog=10",
+                *argv,
+            )
+            reactor = MemoryReactorClock()
+            top = tap.makeService(options, reactor)
+            (supervisor,) = [s for s in top if isinstance(s, WorkerSupervisor)]
+            for endpoint in supervisor.endpoints:
+                endpoint.listen(object())
+            self.assertEqual([entry[2] for entry in reactor.tcpServers], expected)
+
     def test_makeServiceToken(self) -> None:
         """
         The supervisor's control site asks for the --control-token-file
@@ -1301,3 +1324,27 @@ class WorkersEndToEndTests(unittest.TestCase):
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
         self.assertEqual(proxy.stop(), 0)
         self.assertFalse(os.path.exists(path))
+
+    def test_noRelayToItselfAndBacklog(self) -> None:
+        """
+        Every worker knows the shared listening sockets as its own: a
+        CONNECT to the wildcard listener's port at another loopback address
+        gets 0x02 from whichever worker accepts it; and the shared socket
+        was made with the default backlog, 1024.
+        """
+        from tests.test_e2e_limits import OTHER_LOOPBACK, listenBacklog
+
+        proxy = self.start("--port", "tcp:0:interface=0.0.0.0")
+        wildcard = int(proxy.waitForLine(r"listening on 0\.0\.0\.0 port (\d+)").group(1))
+        mark = proxy.mark()
+        for _ in range(8):
+            with socket.create_connection((LOOPBACK_V4, wildcard), timeout=10) as sock:
+                sock.sendall(encodeGreeting([0]) + encodeRequest(OTHER_LOOPBACK, wildcard, 1))
+                self.assertEqual(recvExactly(sock, 2), b"\x05\x00")
+                self.assertEqual(recvExactly(sock, 10)[:2], b"\x05\x02")
+        lines = proxy.waitForCount(r"session ended.* reply=0x02", 8, 10, since=mark)
+        self.assertTrue(all("own listener" in line for line in lines), lines)
+        self.assertEqual(len(proxy.linesMatching(r"session ended", since=mark)), 8)
+        if shutil.which("ss"):
+            self.assertEqual(listenBacklog(proxy.pid, wildcard), 1024)
+        self.assertEqual(proxy.stop(), 0)
