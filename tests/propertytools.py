@@ -12,7 +12,9 @@ from typing import Any, Callable
 from hypothesis import HealthCheck, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from socksrelay.names import InvalidName
 from socksrelay.wire import (
+    canonicalHost,
     NEED_DATA,
     AuthMethod,
     Greeting,
@@ -118,6 +120,20 @@ names = st.one_of(
     ),
 ).filter(lambda n: 0 < len(n.encode("utf-8")) <= 255)
 shortBytes = st.binary(max_size=40)
+
+
+def _hasCanonicalForm(name: str) -> bool:
+    try:
+        canonicalHost(name)
+    except InvalidName:
+        return False
+    return True
+
+
+#: Names that have a canonical form (L{socksrelay.wire.canonicalHost}): a
+#: codec hands on that form, and refuses the rest (see the C{AnyBytes} and
+#: mutation properties, and tests/test_names.py).
+canonicalNames = names.filter(_hasCanonicalForm)
 
 
 def mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:

@@ -23,6 +23,7 @@ from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from socksrelay.wire import (
+    canonicalHost,
     MAX_HANDSHAKE_BUFFER,
     AddressType,
     Command,
@@ -47,6 +48,7 @@ from socksrelay.wire4 import (
     encodeReply4,
 )
 from tests.propertytools import (
+    canonicalNames,
     BOUNDED,
     GOOD_USER,
     SplitInvarianceMixin,
@@ -196,7 +198,7 @@ class SOCKS5PropertyTests(SplitInvarianceMixin, SynchronousTestCase):
         expected: list[Any] = [Greeting(tuple(methods)), UsernamePassword(user, password)]
         if user == GOOD_USER:
             atyp = AddressType(request[3])
-            expected.append(Request(command, atyp, normaliseAddress(host), port))
+            expected.append(Request(command, atyp, canonicalHost(host), port))
         self.assertEqual((events, error), (expected, None))
         self.assertEqual(leftover, b"" if user == GOOD_USER else None)
 
@@ -223,7 +225,7 @@ class UDPHeaderPropertyTests(SynchronousTestCase):
         self.assertIn(header.port, range(65536))
 
     @BOUNDED
-    @given(st.one_of(ipv4s, ipv6s, names), ports, st.binary(max_size=64))
+    @given(st.one_of(ipv4s, ipv6s, canonicalNames), ports, st.binary(max_size=64))
     def test_roundTrip(self, host: str, port: int, payload: bytes) -> None:
         """
         A header from L{encodeUDPHeader} parses back to its address, port and
@@ -233,12 +235,12 @@ class UDPHeaderPropertyTests(SynchronousTestCase):
         parsed = parseUDPHeader(header + payload)
         self.assertEqual(
             (parsed.fragment, parsed.host, parsed.port, parsed.length),
-            (0, normaliseAddress(host), port, len(header)),
+            (0, canonicalHost(host), port, len(header)),
         )
         self.assertEqual((header + payload)[parsed.length :], payload)
 
     @BOUNDED
-    @given(st.sampled_from(list(Reply)), st.one_of(ipv4s, ipv6s, names), ports)
+    @given(st.sampled_from(list(Reply)), st.one_of(ipv4s, ipv6s, canonicalNames), ports)
     def test_replyRoundTrip(self, reply: Reply, host: str, port: int) -> None:
         """
         A SOCKS5 reply carries its code and an address and port that parse
@@ -249,7 +251,7 @@ class UDPHeaderPropertyTests(SynchronousTestCase):
         parsed = parseUDPHeader(b"\x00\x00\x00" + encoded[3:])
         self.assertEqual(
             (parsed.host, parsed.port, parsed.length),
-            (normaliseAddress(host), port, len(encoded)),
+            (canonicalHost(host), port, len(encoded)),
         )
 
 
@@ -302,7 +304,7 @@ class SOCKS4PropertyTests(SplitInvarianceMixin, SynchronousTestCase):
         st.sampled_from(list(Command4)),
         ports,
         st.binary(max_size=MAX_FIELD).map(lambda b: b.replace(b"\x00", b"u")),
-        st.one_of(ipv4s, names.filter(lambda n: "\x00" not in n)),
+        st.one_of(ipv4s, canonicalNames.filter(lambda n: "\x00" not in n)),
         st.booleans(),
         cuts,
     )
@@ -336,7 +338,7 @@ class SOCKS4PropertyTests(SplitInvarianceMixin, SynchronousTestCase):
         )
         self.assertEqual(
             (events, error, leftover),
-            ([SOCKS4Request(command, host, port, userid, socks4a)], None, b""),
+            ([SOCKS4Request(command, canonicalHost(host), port, userid, socks4a)], None, b""),
         )
 
     @BOUNDED
