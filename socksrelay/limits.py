@@ -56,9 +56,9 @@ class Limits:
     sessionsPerClient: int = 1024
     sessionsPerUser: int = 256
     handshakes: int = 1024
-    handshakesPerClient: int = 64
     rate: float = 0.0
     burst: int = 100
+    handshakesPerClient: int = 64
     bandwidthBurst: float = DEFAULT_BURST_SECONDS
     lookups: int = 256
     lookupsPerClient: int = 16
